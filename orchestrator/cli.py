@@ -1,0 +1,612 @@
+"""The command line: parse, call the API, render for humans or as JSON, map errors to exit codes.
+
+The only module that prints or exits. Exit codes (DESIGN.md §5): 0 done and verified; 1 ran but
+something failed verification or was left undone; 2 bad input; 3 refused by a safety interlock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator import __version__
+from orchestrator.config import Settings
+from orchestrator.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, InventoryError, OrchestratorError
+from orchestrator.model import Inventory, Mode, Plan, Scope
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+DEFAULT_LAB_INVENTORY = "inventories/lab.yml"
+
+
+class Exit(Exception):  # noqa: N818 - carries an exit status up to main()
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    obj = ctx.find_root().obj or {}
+    return Settings.resolve(obj.get("state_dir"), obj.get("forks"))
+
+
+def load(path: str, strict: bool = False) -> Inventory:
+    from orchestrator.inventory import validate_file
+
+    result = validate_file(path, strict=strict)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning[/] {warning.render()}", soft_wrap=True)
+    return result.inventory
+
+
+def scope_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--host", "hosts", multiple=True, metavar="HOST", help="Only this host (repeatable).")(func)
+    func = click.option("--segment", "segments", multiple=True, metavar="SEGMENT",
+                        help="Only this segment and its hosts (repeatable).")(func)
+    func = click.option("--campus", "campuses", multiple=True, metavar="CAMPUS",
+                        help="Only this campus (repeatable).")(func)
+    return func
+
+
+def make_scope(campuses: Sequence[str], segments: Sequence[str], hosts: Sequence[str]) -> Scope:
+    return Scope(campuses=tuple(sorted(set(campuses))), segments=tuple(sorted(set(segments))),
+                 hosts=tuple(sorted(set(hosts))))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="orchestrator")
+@click.option("--state-dir", metavar="DIR", help="Where runs, baselines and the lock live "
+              "(default ./.orchestrator, or $ORCHESTRATOR_STATE_DIR).")
+@click.option("--forks", type=click.IntRange(1, 512), default=None, help="Parallel steps per wave (default 32).")
+@click.pass_context
+def cli(ctx: click.Context, state_dir: str | None, forks: int | None) -> None:
+    """Contain, shut down and restore a hospital campus network, verified step by step.
+
+    Emergency: `orchestrator shutdown INVENTORY` (or `--contain-only`). Rehearsal: `orchestrator drill`.
+    """
+    ctx.obj = {"state_dir": state_dir, "forks": forks}
+
+
+@cli.command()
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def validate(inventory: str, strict: bool, as_json: bool) -> None:
+    """Check an inventory; report every problem with file, line, key and a fix."""
+    from orchestrator.inventory import validate_file
+
+    try:
+        result = validate_file(inventory, strict=strict)
+    except InventoryError as exc:
+        if as_json:
+            emit_json({"valid": False, "problems": [p.as_dict() for p in exc.problems]})
+            raise Exit(EXIT_BAD_INPUT) from None
+        raise
+    inv = result.inventory
+    if as_json:
+        emit_json({"valid": True, "inventory": inventory, "sha256": inv.sha256,
+                   "problems": [p.as_dict() for p in result.warnings],
+                   "counts": {"campuses": len(inv.campuses), "segments": len(inv.segments),
+                              "devices": len(inv.devices), "links": len(inv.links), "hosts": len(inv.hosts),
+                              "islands": len(inv.islands)}})
+        return
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning[/] {warning.render()}", soft_wrap=True)
+    console.print(f"[green]valid[/] {inventory}: {len(inv.campuses)} campuses, {len(inv.segments)} segments, "
+                  f"{len(inv.devices)} devices, {len(inv.links)} links, {len(inv.hosts)} hosts, "
+                  f"{len(inv.islands)} islands; {len(inv.keep_reasons())} hosts keep running")
+
+
+@cli.group("inventory")
+def inventory_group() -> None:
+    """The inventory format and exports."""
+
+
+@inventory_group.command("schema")
+def inventory_schema_cmd() -> None:
+    """Print the inventory's JSON Schema (for editors)."""
+    from orchestrator.inventory import inventory_schema
+
+    emit_json(inventory_schema())
+
+
+@inventory_group.command("ansible")
+@click.argument("inventory", type=click.Path(dir_okay=False))
+def inventory_ansible_cmd(inventory: str) -> None:
+    """Export an Ansible inventory (YAML) for the manual fallback playbooks."""
+    import yaml
+
+    from orchestrator.ansible_inventory import to_ansible_inventory
+
+    click.echo(yaml.safe_dump(to_ansible_inventory(load(inventory)), sort_keys=True), nl=False)
+
+
+@cli.command()
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), required=True)
+@scope_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan document (DESIGN §4).")
+@click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the plan document to FILE.")
+def plan(inventory: str, mode: str, campuses: tuple[str, ...], segments: tuple[str, ...], hosts: tuple[str, ...],
+         as_json: bool, output: str | None) -> None:
+    """Build the ordered plan for contain, shutdown or restore (nothing is touched)."""
+    from orchestrator.planner import build_plan, plan_to_json
+
+    the_plan = build_plan(load(inventory), Mode(mode), make_scope(campuses, segments, hosts))
+    text = plan_to_json(the_plan)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    if as_json:
+        click.echo(text, nl=False)
+    else:
+        render_plan(the_plan)
+        if output:
+            console.print(f"plan written to {output}")
+
+
+def render_plan(the_plan: Plan) -> None:
+    table = Table(title=f"{the_plan.mode.value} plan {the_plan.plan_id} for {the_plan.site}", show_lines=False)
+    table.add_column("wave", justify="right")
+    table.add_column("phase")
+    table.add_column("action")
+    table.add_column("targets")
+    for wave in the_plan.waves:
+        by_action: dict[str, list[str]] = {}
+        for step in wave.steps:
+            by_action.setdefault(step.action.value, []).append(step.target)
+        for i, (action, targets) in enumerate(by_action.items()):
+            table.add_row(str(wave.index) if i == 0 else "", wave.phase.value if i == 0 else "", action,
+                          ", ".join(targets))
+    console.print(table)
+    if the_plan.kept:
+        console.print("[bold]Stays running[/] (never powered off; its segment is still isolated):")
+        for host, why in the_plan.kept.items():
+            console.print(f"  {host}: {why}")
+    console.print(f"{len(the_plan.steps())} steps in {len(the_plan.waves)} waves; "
+                  f"inventory sha256 {the_plan.inventory_sha256[:12]}")
+
+
+# --------------------------------------------------------------------------------------------
+# Lab
+# --------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def lab() -> None:
+    """The rehearsal lab: real machines (systemd-nspawn) built from an inventory."""
+
+
+@lab.command("up")
+@click.argument("inventory", default=DEFAULT_LAB_INVENTORY, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def lab_up_cmd(inventory: str, as_json: bool) -> None:
+    """Build and boot the lab (idempotent)."""
+    from orchestrator.lab import lab_up
+
+    status = lab_up(load(inventory))
+    render_lab(status.as_dict(), as_json)
+
+
+@lab.command("down")
+@click.argument("inventory", default=None, required=False, type=click.Path(dir_okay=False))
+def lab_down_cmd(inventory: str | None) -> None:
+    """Tear the lab down: containers, overlays, bridges, cgroups, routes, processes."""
+    from orchestrator.lab import lab_down
+
+    lab_down(load(inventory) if inventory else None)
+    console.print("lab is down")
+
+
+@lab.command("status")
+@click.argument("inventory", default=DEFAULT_LAB_INVENTORY, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def lab_status_cmd(inventory: str, as_json: bool) -> None:
+    """Show every lab machine, its state, leader PID and how to log in."""
+    from orchestrator.lab import lab_status
+
+    render_lab(lab_status(load(inventory)).as_dict(), as_json)
+
+
+def render_lab(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table(title="lab machines")
+    for col in ("name", "kind", "state", "pid", "management address"):
+        table.add_column(col)
+    for m in doc["machines"]:
+        colour = "green" if m["state"] == "running" else "red"
+        table.add_row(m["name"], m["kind"], f"[{colour}]{m['state']}[/]", str(m.get("pid") or "-"),
+                      str(m["management_address"]))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# Running plans
+# --------------------------------------------------------------------------------------------
+
+
+class ProgressView:
+    """Human progress: one line per wave and per finished step, with elapsed time; on a terminal a
+    live line shows what is running now. With --json: every journal record as one JSON line."""
+
+    def __init__(self, as_json: bool) -> None:
+        import threading
+        import time
+
+        self.as_json = as_json
+        self.t0 = time.monotonic()
+        self.running: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._status = None
+        if not as_json and sys.stdout.isatty():
+            self._status = console.status("starting")
+            self._status.start()
+
+    def elapsed(self) -> str:
+        import time
+
+        return f"{time.monotonic() - self.t0:7.1f}s"
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(record, ensure_ascii=False, default=str, sort_keys=True))
+            return
+        kind = record.get("type")
+        with self._lock:
+            if kind == "wave-started":
+                console.print(f"{self.elapsed()} [bold]wave {record['wave']}[/] ({record['phase']}): "
+                              f"{len(record.get('steps', []))} step(s)")
+            elif kind == "step-started":
+                self.running[record["step_id"]] = 0.0
+            elif kind == "step-finished":
+                self.running.pop(record["step_id"], None)
+                status = record["status"]
+                colour = {"verified": "green", "failed": "red", "skipped": "yellow"}.get(status, "white")
+                extra = " (already in force)" if record.get("already") else ""
+                extra += " [magenta](escalated to power off)[/]" if record.get("escalated") else ""
+                err = f" — {record['error']}" if record.get("error") else ""
+                console.print(f"{self.elapsed()}   [{colour}]{status:8}[/] {record['step_id']}{extra}{err}",
+                              soft_wrap=True)
+            elif kind == "escalation":
+                console.print(f"{self.elapsed()}   [magenta]escalate[/] {record.get('host')}: {record.get('to')} "
+                              f"({record.get('reason')})", soft_wrap=True)
+            elif kind == "milestone":
+                console.print(f"{self.elapsed()} [bold cyan]{record['name']}[/] after {record['elapsed_s']:.1f} s")
+            elif kind == "gate-approved":
+                console.print(f"{self.elapsed()}   [green]approved[/] {record['gate']} by {record['approver']} "
+                              f"({record['how']})")
+            if self._status is not None:
+                now = ", ".join(sorted(self.running)[:6]) or "waiting"
+                more = f" (+{len(self.running) - 6})" if len(self.running) > 6 else ""
+                self._status.update(f"{self.elapsed()} running now: {now}{more}")
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+
+def install_stop_handlers() -> Any:
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        err_console.print(f"\n[yellow]{signal.Signals(signum).name}[/]: finishing the steps in flight, "
+                          "journaling them, then stopping; continue later with `orchestrator resume RUN_ID`")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def run_options(ctx: click.Context, **kwargs: Any) -> Any:
+    from orchestrator.executor import RunOptions
+    from orchestrator.journal import current_operator
+
+    settings = settings_from(ctx)
+    return RunOptions(forks=settings.forks, operator=current_operator(), **kwargs)
+
+
+def render_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"type": "result", "run_id": result.run_id, "status": result.status,
+                               "time_to_containment_s": result.time_to_containment_s,
+                               "time_to_shutdown_s": result.time_to_shutdown_s,
+                               "quarantined": dict(result.quarantined),
+                               "left": [{"step_id": s, "reason": r} for s, r in result.left]}))
+        return
+    colour = {"completed": "green", "failed": "red", "interrupted": "yellow"}[result.status]
+    console.print(f"\nrun [bold]{result.run_id}[/]: [{colour}]{result.status}[/]")
+    if result.time_to_containment_s is not None:
+        console.print(f"  time to containment: {result.time_to_containment_s:.1f} s")
+    if result.time_to_shutdown_s is not None:
+        console.print(f"  time to shutdown:    {result.time_to_shutdown_s:.1f} s")
+    for host, why in result.quarantined.items():
+        console.print(f"  [red]quarantined[/] {host}: {why}", soft_wrap=True)
+    if result.left:
+        console.print("  left undone:")
+        for step_id, reason in result.left:
+            console.print(f"    {step_id}: {reason}", soft_wrap=True)
+    console.print(f"  journal: {result.journal_path}")
+    if result.status == "interrupted":
+        console.print(f"  continue with: orchestrator resume {result.run_id}")
+
+
+def execute(ctx: click.Context, inventory: Inventory, the_plan: Plan, options: Any, as_json: bool) -> None:
+    from orchestrator.runs import start_run
+
+    settings = settings_from(ctx)
+    view = ProgressView(as_json)
+    stop = install_stop_handlers()
+    try:
+        result = start_run(inventory, the_plan, settings, options, observers=[view], stop_event=stop,
+                           argv=["orchestrator", *sys.argv[1:]])
+    finally:
+        view.close()
+    render_result(result, as_json)
+    raise Exit(result.exit_code)
+
+
+def confirm_site(inventory: Inventory, the_plan: Plan, yes: bool) -> None:
+    from orchestrator.errors import SafetyInterlock
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise SafetyInterlock("no terminal to confirm on", hint="pass --yes to confirm non-interactively")
+    answer = click.prompt(f"Type the site name ({inventory.site.name}) to {the_plan.mode.value} it", default="",
+                          show_default=False)
+    if answer.strip() != inventory.site.name:
+        raise SafetyInterlock("confirmation did not match the site name; nothing was touched")
+
+
+@cli.command()
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Walk the plan, journal it, touch nothing.")
+@click.option("--inventory", "inventory_path", type=click.Path(dir_okay=False),
+              help="The inventory (default: the path recorded in the plan).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.pass_context
+def apply(ctx: click.Context, plan_file: str, yes: bool, dry_run: bool, inventory_path: str | None,
+          as_json: bool) -> None:
+    """Apply a saved plan (refused if the inventory changed since)."""
+    from orchestrator.runs import check_plan_matches, load_plan_file
+
+    the_plan = load_plan_file(plan_file)
+    inventory = load(inventory_path or the_plan.inventory_path)
+    check_plan_matches(the_plan, inventory)
+    if not as_json:
+        render_plan(the_plan)
+    if not dry_run:
+        confirm_site(inventory, the_plan, yes)
+    execute(ctx, inventory, the_plan, run_options(ctx, dry_run=dry_run), as_json)
+
+
+@cli.command()
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
+@click.option("--contain-only", is_flag=True, help="Cut links and isolate segments; power nothing off.")
+@scope_options
+@click.option("--yes", is_flag=True, help="Do not ask to type the site name.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.pass_context
+def shutdown(ctx: click.Context, inventory_path: str, contain_only: bool, campuses: tuple[str, ...],
+             segments: tuple[str, ...], hosts: tuple[str, ...], yes: bool, as_json: bool) -> None:
+    """Emergency: cut external links, isolate segments, power hosts off in order (islands keep running)."""
+    from orchestrator.planner import build_plan
+
+    inventory = load(inventory_path)
+    mode = Mode.CONTAIN if contain_only else Mode.SHUTDOWN
+    the_plan = build_plan(inventory, mode, make_scope(campuses, segments, hosts))
+    if not as_json:
+        render_plan(the_plan)
+    confirm_site(inventory, the_plan, yes)
+    execute(ctx, inventory, the_plan, run_options(ctx), as_json)
+
+
+@cli.command()
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
+@click.option("--run", "run_id", metavar="RUN_ID", help="Undo exactly what this run did.")
+@click.option("--approve", type=click.Choice(["all", "each"]), default=None,
+              help="Approve every gate now, or be asked at each gate.")
+@scope_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.pass_context
+def restore(ctx: click.Context, inventory_path: str, run_id: str | None, approve: str | None,
+            campuses: tuple[str, ...], segments: tuple[str, ...], hosts: tuple[str, ...], as_json: bool) -> None:
+    """Staged restore: power on by tier, integrity and health checks while isolated, gates, reconnect."""
+    from orchestrator.errors import ApprovalRequired
+    from orchestrator.executor import ApprovalPolicy
+    from orchestrator.planner import build_plan
+    from orchestrator.runs import selection_from_run
+
+    if approve is None and not sys.stdin.isatty():
+        raise ApprovalRequired("restore reconnects segments only behind approved gates, and there is no "
+                               "terminal to ask at", hint="pass --approve all (or --approve each on a terminal)")
+    if approve == "each" and not sys.stdin.isatty():
+        raise ApprovalRequired("--approve each needs a terminal to ask at", hint="use --approve all")
+    inventory = load(inventory_path)
+    settings = settings_from(ctx)
+    scope = make_scope(campuses, segments, hosts)
+    selection = selection_from_run(settings, run_id, inventory) if run_id else None
+    the_plan = build_plan(inventory, Mode.RESTORE, scope, selection=selection)
+    if not as_json:
+        render_plan(the_plan)
+
+    def ask(step: Any, summary: str) -> bool:
+        return click.confirm(f"gate {step.target}: {summary}. Approve?", default=False)
+
+    policy = ApprovalPolicy(approve) if approve else ApprovalPolicy.EACH
+    execute(ctx, inventory, the_plan, run_options(ctx, approve=policy, approver=ask), as_json)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--approve", type=click.Choice(["all", "each"]), default=None,
+              help="For restore runs: approval for gates not yet passed.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.pass_context
+def resume(ctx: click.Context, run_id: str, approve: str | None, as_json: bool) -> None:
+    """Continue an interrupted or failed run without redoing verified steps."""
+    from orchestrator.executor import ApprovalPolicy
+    from orchestrator.runs import resume_run
+
+    def ask(step: Any, summary: str) -> bool:
+        return click.confirm(f"gate {step.target}: {summary}. Approve?", default=False)
+
+    policy = ApprovalPolicy(approve) if approve else (ApprovalPolicy.EACH if sys.stdin.isatty()
+                                                      else ApprovalPolicy.NONE)
+    settings = settings_from(ctx)
+    view = ProgressView(as_json)
+    stop = install_stop_handlers()
+    try:
+        result = resume_run(run_id, settings, run_options(ctx, approve=policy, approver=ask), observers=[view],
+                            stop_event=stop)
+    finally:
+        view.close()
+    render_result(result, as_json)
+    raise Exit(result.exit_code)
+
+
+@cli.command()
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
+    """Show a run (default: the latest) or list runs."""
+    from orchestrator.lock import read_lock
+    from orchestrator.runs import list_run_ids, run_summary
+
+    settings = settings_from(ctx)
+    ids = list_run_ids(settings)
+    holder = read_lock(settings.lock_path)
+    if not ids and not run_id:
+        if as_json:
+            emit_json({"runs": [], "lock": holder.as_dict() if holder else None})
+        else:
+            console.print(f"no runs in {settings.state_dir}")
+        return
+    summary = run_summary(settings, run_id or ids[-1])
+    if as_json:
+        emit_json({**summary, "runs": ids, "lock": holder.as_dict() if holder else None})
+        return
+    console.print(f"run {summary['run_id']} ({summary['mode']}, plan {summary['plan_id']}) by "
+                  f"{summary['operator']} at {summary['started']}: [bold]{summary['status']}[/]")
+    console.print(f"  {summary['steps']} steps: " + ", ".join(f"{k} {v}" for k, v in sorted(summary['counts'].items())))
+    for key in ("time_to_containment_s", "time_to_shutdown_s"):
+        if summary[key] is not None:
+            console.print(f"  {key.replace('_s', '').replace('_', ' ')}: {summary[key]:.1f} s")
+    for item in summary["left"]:
+        console.print(f"  left: {item['step_id']}: {item['reason']}", soft_wrap=True)
+    if holder:
+        console.print(f"  lock held by {holder.describe()}")
+
+
+@cli.group()
+def journal() -> None:
+    """The append-only, hash-chained run journal."""
+
+
+@journal.command("verify")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def journal_verify(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Check that no record was edited, deleted or reordered."""
+    from orchestrator.journal import verify_journal
+
+    settings = settings_from(ctx)
+    path = settings.journal_path(run_id)
+    if not path.exists():
+        fail(f"no journal for run {run_id} at {path}", EXIT_BAD_INPUT)
+    check = verify_journal(path)
+    if as_json:
+        emit_json(check.as_dict())
+    elif check.ok:
+        console.print(f"[green]journal verifies[/]: {check.records} records, head {check.head}")
+    else:
+        console.print(f"[red]journal does NOT verify[/]: {path}")
+        for problem in check.problems:
+            console.print(f"  {problem}", soft_wrap=True)
+    raise Exit(EXIT_OK if check.ok else EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md")
+@click.option("-o", "output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+@click.pass_context
+def report(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> None:
+    """Incident report of a run: timeline, times, outcomes, NIS2 notification fields."""
+    from orchestrator.report import build_report, render_report
+    from orchestrator.runs import read_run
+
+    settings = settings_from(ctx)
+    state = read_run(settings, run_id)
+    inventory_copy = settings.run_dir(run_id) / "inventory.yml"
+    inv = None
+    if inventory_copy.exists():
+        from orchestrator.inventory import load_inventory
+
+        inv = load_inventory(inventory_copy)
+    text = render_report(build_report(state.records, inv), fmt)  # type: ignore[arg-type]
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        console.print(f"report written to {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def fail(message: str, code: int) -> NoReturn:
+    err_console.print(f"[red]error[/] {message}", soft_wrap=True)
+    raise Exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="orchestrator", standalone_mode=False)
+    except Exit as exc:
+        sys.exit(exc.code)
+    except InventoryError as exc:
+        err_console.print("[red]invalid inventory[/]", end=" ")
+        err_console.print(exc.message, soft_wrap=True, markup=False)
+        for warning in (p for p in exc.problems if p.severity == "warning"):
+            err_console.print(f"[yellow]warning[/] {warning.render()}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except OrchestratorError as exc:
+        err_console.print(f"[red]{exc.code}[/] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(EXIT_FAILED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_OK)

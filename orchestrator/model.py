@@ -1,0 +1,314 @@
+"""Typed, frozen values: the inventory, the plan and step outcomes.
+
+Everything beyond ``inventory.py`` works with these, never with raw dicts. Change with
+``dataclasses.replace``; aggregate status is derived, not stored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+IPv4Address = ipaddress.IPv4Address
+IPv4Network = ipaddress.IPv4Network
+
+
+# --------------------------------------------------------------------------------------------
+# Inventory
+# --------------------------------------------------------------------------------------------
+
+
+class LinkKind(str, Enum):
+    VENDOR = "vendor"
+    INTERNET = "internet"
+    WAN = "wan"
+    PARTNER = "partner"
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """How to log in. A reference only: the secret lives in a key file or an environment variable."""
+
+    name: str
+    username: str
+    key_file: str | None = None
+    password_env: str | None = None
+    known_hosts: str | None = None
+
+
+@dataclass(frozen=True)
+class Campus:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    subnet: IPv4Network
+    zone: str
+    campus: str | None = None
+    vlan: int | None = None
+    gateway: str | None = None
+    interface: str | None = None  # the gateway's interface facing this segment, when known
+    gateway_address: IPv4Address | None = None  # the gateway's address inside the segment
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    platform: str  # a netmiko device_type
+    address: IPv4Address
+    role: str
+    credentials: str
+    campus: str | None = None
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    kind: LinkKind
+    device: str
+    peer: IPv4Network
+    description: str = ""
+    interface: str | None = None
+    peer_address: IPv4Address | None = None  # a reachable address on the far side (labs, probes)
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    segment: str
+    address: IPv4Address
+    management_address: IPv4Address
+    credentials: str
+    tier: int = 0
+    campus: str | None = None
+    role: str = ""
+    depends_on: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    keep_running: bool = False
+    power: str | None = None
+    integrity: tuple[str, ...] = ()
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Island:
+    name: str
+    reason: str
+    segments: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabPeer:
+    """A lab machine standing on the far side of a link (the vendor, "the internet")."""
+
+    link: str
+    management_address: IPv4Address
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """Lab-only facts: how the rehearsal lab wires what a real campus already has."""
+
+    management_gateway: IPv4Address  # the root namespace's address on the management bridge
+    backbone: IPv4Network  # transit network joining the lab's routers and firewalls
+    peers: Mapping[str, LabPeer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: str
+    sha256: str
+    site: Site
+    management_segment: str
+    campuses: Mapping[str, Campus]
+    segments: Mapping[str, Segment]
+    devices: Mapping[str, Device]
+    links: Mapping[str, Link]
+    hosts: Mapping[str, Host]
+    islands: Mapping[str, Island]
+    credentials: Mapping[str, Credential]
+    version: int = 1
+    lab: LabSettings | None = None
+
+    def keep_reasons(self) -> dict[str, str]:
+        """Hosts that must never be powered off, each with why."""
+        reasons: dict[str, str] = {}
+        for host in self.hosts.values():
+            if host.keep_running:
+                reasons[host.name] = "keep_running: true"
+        for island in self.islands.values():
+            for host in self.hosts.values():
+                if host.name in island.hosts or host.segment in island.segments:
+                    reasons.setdefault(host.name, f"island {island.name}: {island.reason}")
+        return dict(sorted(reasons.items()))
+
+    def hosts_in_segment(self, segment: str) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts.values() if h.segment == segment)
+
+    def credential_for(self, name: str) -> Credential:
+        return self.credentials[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Plan
+# --------------------------------------------------------------------------------------------
+
+
+class Mode(str, Enum):
+    CONTAIN = "contain"
+    SHUTDOWN = "shutdown"
+    RESTORE = "restore"
+
+
+class Action(str, Enum):
+    BACKUP_CONFIG = "backup-config"
+    CUT_LINK = "cut-link"
+    ISOLATE_SEGMENT = "isolate-segment"
+    STOP_HOST = "stop-host"
+    VERIFY = "verify"
+    START_HOST = "start-host"
+    CHECK_INTEGRITY = "check-integrity"
+    CHECK_HEALTH = "check-health"
+    GATE = "gate"
+    RECONNECT_SEGMENT = "reconnect-segment"
+    RESTORE_LINK = "restore-link"
+
+
+class Phase(str, Enum):
+    CONTAIN = "contain"
+    SHUTDOWN = "shutdown"
+    VERIFY = "verify"
+    RESTORE = "restore"
+    RECONNECT = "reconnect"
+
+
+@dataclass(frozen=True)
+class Scope:
+    campuses: tuple[str, ...] = ()
+    segments: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+    @property
+    def is_whole_site(self) -> bool:
+        return not (self.campuses or self.segments or self.hosts)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"campuses": list(self.campuses), "segments": list(self.segments), "hosts": list(self.hosts)}
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str  # "<action>:<target>", unique in a plan
+    action: Action
+    target: str
+    verify: str  # what the independent probe checks, in words
+    device: str | None = None
+    requires: tuple[str, ...] = ()  # step ids that must have succeeded first
+    tier: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "action": self.action.value, "target": self.target}
+        if self.device is not None:
+            out["device"] = self.device
+        if self.tier is not None:
+            out["tier"] = self.tier
+        out["requires"] = list(self.requires)
+        out["verify"] = self.verify
+        return out
+
+
+@dataclass(frozen=True)
+class Wave:
+    index: int
+    phase: Phase
+    steps: tuple[Step, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "phase": self.phase.value, "steps": [s.as_dict() for s in self.steps]}
+
+
+PLAN_SCHEMA = "orchestrator.plan/v1"
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: Mode
+    site: str
+    inventory_path: str
+    inventory_sha256: str
+    plan_id: str
+    scope: Scope
+    waves: tuple[Wave, ...]
+    kept: Mapping[str, str]  # host -> why it keeps running
+
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(s for w in self.waves for s in w.steps)
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps():
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema": PLAN_SCHEMA,
+            "mode": self.mode.value,
+            "site": self.site,
+            "inventory": self.inventory_path,
+            "inventory_sha256": self.inventory_sha256,
+            "plan_id": self.plan_id,
+            "scope": self.scope.as_dict(),
+            "kept": dict(self.kept),
+            "waves": [w.as_dict() for w in self.waves],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Outcomes
+# --------------------------------------------------------------------------------------------
+
+
+class StepStatus(str, Enum):
+    VERIFIED = "verified"  # done (or already in force) and proven by an independent probe
+    FAILED = "failed"  # attempted, and the probe says it did not happen
+    SKIPPED = "skipped"  # not attempted because something it requires failed
+    PENDING = "pending"  # not reached (interrupted)
+    DRY_RUN = "dry-run"
+
+
+@dataclass(frozen=True)
+class Verification:
+    passed: bool
+    check: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step_id: str
+    status: StepStatus
+    changed: bool = False
+    already: bool = False  # the desired state was already in force before acting
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    escalated: bool = False
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (StepStatus.VERIFIED, StepStatus.DRY_RUN)

@@ -1,0 +1,327 @@
+"""Pure planning: (Inventory, mode, scope) -> Plan. No I/O; same inventory, same bytes.
+
+Order within a plan (DESIGN.md §4):
+
+* contain / shutdown: ``backup-config`` (devices) -> ``cut-link`` (vendor and internet first, then
+  the rest) -> ``isolate-segment`` (every segment but management) -> ``stop-host`` waves (a host
+  stops in a strictly later wave than every host that depends on it) -> ``verify``.
+* restore, per tier (0 first): ``start-host`` waves (after its dependencies) -> ``check-integrity``
+  -> ``check-health`` -> ``gate`` -> ``reconnect-segment`` (once every host in it is done);
+  then a ``gate`` for links and ``restore-link`` last.
+
+Steps in one wave may run in parallel. ``requires`` lists the step ids that must have succeeded
+for a step to be attempted; the executor skips (and reports) the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from graphlib import TopologicalSorter
+
+from orchestrator.errors import UsageError
+from orchestrator.model import (
+    Action,
+    Host,
+    Inventory,
+    LinkKind,
+    Mode,
+    Phase,
+    Plan,
+    Scope,
+    Step,
+    Wave,
+)
+
+FIRST_LINK_KINDS = (LinkKind.VENDOR, LinkKind.INTERNET)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a plan touches, resolved from a scope."""
+
+    hosts: tuple[str, ...]
+    segments: tuple[str, ...]
+    links: tuple[str, ...]
+    devices: tuple[str, ...]
+
+
+def resolve_scope(inventory: Inventory, scope: Scope) -> Selection:
+    """Resolve ``--campus``/``--segment``/``--host`` into hosts, segments, links and devices.
+
+    The whole site when the scope is empty. Isolation works per segment, so scoping to a host also
+    isolates that host's segment. Links are in scope for the whole site or for the campus of the
+    device they are cut on. The management segment is never selected.
+    """
+    unknown = (
+        [f"campus '{c}'" for c in scope.campuses if c not in inventory.campuses]
+        + [f"segment '{s}'" for s in scope.segments if s not in inventory.segments]
+        + [f"host '{h}'" for h in scope.hosts if h not in inventory.hosts]
+    )
+    if unknown:
+        raise UsageError(f"unknown {', '.join(unknown)} in scope", target=inventory.path,
+                         hint="check the names with `orchestrator validate` or the inventory file")
+    mgmt = inventory.management_segment
+    if mgmt in scope.segments:
+        raise UsageError(f"the management segment '{mgmt}' is never isolated", target="--segment",
+                         hint="remove it from the scope")
+
+    if scope.is_whole_site:
+        hosts = set(inventory.hosts)
+        segments = {s for s in inventory.segments if s != mgmt}
+        links = set(inventory.links)
+    else:
+        hosts = {h.name for h in inventory.hosts.values() if h.campus in scope.campuses}
+        hosts |= {h.name for h in inventory.hosts.values() if h.segment in scope.segments}
+        hosts |= set(scope.hosts)
+        segments = {s.name for s in inventory.segments.values() if s.campus in scope.campuses}
+        segments |= set(scope.segments)
+        segments |= {inventory.hosts[h].segment for h in scope.hosts}
+        segments.discard(mgmt)
+        links = {
+            link.name for link in inventory.links.values()
+            if inventory.devices[link.device].campus in scope.campuses
+        }
+    devices = {inventory.segments[s].gateway for s in segments} | {inventory.links[k].device for k in links}
+    return Selection(
+        hosts=tuple(sorted(hosts)),
+        segments=tuple(sorted(segments)),
+        links=tuple(sorted(links)),
+        devices=tuple(sorted(d for d in devices if d is not None)),
+    )
+
+
+def _levels(nodes: Iterable[str], edges: Mapping[str, Iterable[str]]) -> dict[str, int]:
+    """Longest-path level of each node: 0 if it has no predecessor in ``edges`` among ``nodes``."""
+    node_set = set(nodes)
+    preds = {n: sorted(p for p in edges.get(n, ()) if p in node_set and p != n) for n in sorted(node_set)}
+    order = TopologicalSorter(preds).static_order()
+    level: dict[str, int] = {}
+    for n in order:
+        level[n] = 1 + max((level[p] for p in preds[n]), default=-1)
+    return level
+
+
+def _group(level: Mapping[str, int]) -> list[list[str]]:
+    if not level:
+        return []
+    waves: list[list[str]] = [[] for _ in range(max(level.values()) + 1)]
+    for name, lvl in level.items():
+        waves[lvl].append(name)
+    return [sorted(w) for w in waves]
+
+
+def _stop_verify(host: Host) -> str:
+    power = f" and the {host.power} power driver says off" if host.power else ""
+    return f"SSH on {host.management_address}:22 stops answering{power}"
+
+
+def _containment_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, list[Step]]]:
+    waves: list[tuple[Phase, list[Step]]] = []
+    if sel.devices:
+        waves.append((Phase.CONTAIN, [
+            Step(id=f"backup-config:{d}", action=Action.BACKUP_CONFIG, target=d, device=d,
+                 verify="the saved running configuration is non-empty and stored in the state dir")
+            for d in sel.devices
+        ]))
+    first = [k for k in sel.links if inventory.links[k].kind in FIRST_LINK_KINDS]
+    rest = [k for k in sel.links if inventory.links[k].kind not in FIRST_LINK_KINDS]
+    for group in (first, rest):
+        if not group:
+            continue
+        steps = []
+        for name in group:
+            link = inventory.links[name]
+            steps.append(Step(
+                id=f"cut-link:{name}", action=Action.CUT_LINK, target=name, device=link.device,
+                requires=(f"backup-config:{link.device}",),
+                verify=(f"the peer {link.peer_address} can no longer reach inside" if link.peer_address
+                        else f"the cut for {link.peer} is present in {link.device}'s running config"),
+            ))
+        waves.append((Phase.CONTAIN, steps))
+    isolate = []
+    for name in sel.segments:
+        seg = inventory.segments[name]
+        isolate.append(Step(
+            id=f"isolate-segment:{name}", action=Action.ISOLATE_SEGMENT, target=name, device=seg.gateway,
+            requires=(f"backup-config:{seg.gateway}",),
+            verify=(f"from inside {name} nothing beyond {seg.gateway} answers, the segment still reaches "
+                    "itself, and management still reaches its hosts"),
+        ))
+    if isolate:
+        waves.append((Phase.CONTAIN, isolate))
+    return waves
+
+
+def _shutdown_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, list[Step]]]:
+    kept = inventory.keep_reasons()
+    stoppable = [h for h in sel.hosts if h not in kept]
+    stoppable_set = set(stoppable)
+    # dependents of a host must stop before it: edges from each host to the hosts that depend on it
+    dependents: dict[str, list[str]] = {h: [] for h in stoppable}
+    for h in stoppable:
+        for dep in inventory.hosts[h].depends_on:
+            if dep in stoppable_set:
+                dependents[dep].append(h)
+    waves = []
+    for group in _group(_levels(stoppable, dependents)):
+        waves.append((Phase.SHUTDOWN, [
+            Step(id=f"stop-host:{h}", action=Action.STOP_HOST, target=h,
+                 requires=tuple(f"stop-host:{d}" for d in sorted(dependents[h])),
+                 verify=_stop_verify(inventory.hosts[h]))
+            for h in group
+        ]))
+    return waves
+
+
+def _restore_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, list[Step]]]:
+    waves: list[tuple[Phase, list[Step]]] = []
+    selected = set(sel.hosts)
+    tiers = sorted({inventory.hosts[h].tier for h in sel.hosts})
+    # segments come back after the highest tier among their hosts in scope
+    last_tier: dict[str, int] = {}
+    for h in sel.hosts:
+        host = inventory.hosts[h]
+        if host.segment in sel.segments:
+            last_tier[host.segment] = max(last_tier.get(host.segment, host.tier), host.tier)
+    empty_segments = [s for s in sel.segments if s not in last_tier]
+    for tier in tiers:
+        in_tier = sorted(h for h in sel.hosts if inventory.hosts[h].tier == tier)
+        deps = {h: list(inventory.hosts[h].depends_on) for h in in_tier}
+        for group in _group(_levels(in_tier, deps)):
+            waves.append((Phase.RESTORE, [
+                Step(id=f"start-host:{h}", action=Action.START_HOST, target=h, tier=tier,
+                     requires=tuple(f"start-host:{d}" for d in inventory.hosts[h].depends_on if d in selected),
+                     verify=f"SSH on {inventory.hosts[h].management_address}:22 answers with its pinned host key")
+                for h in group
+            ]))
+        waves.append((Phase.RESTORE, [
+            Step(id=f"check-integrity:{h}", action=Action.CHECK_INTEGRITY, target=h, tier=tier,
+                 requires=(f"start-host:{h}",),
+                 verify="no difference from the signed off-host baseline (files, packages, users, keys, "
+                        "cron, units, ports, SUID)")
+            for h in in_tier
+        ]))
+        waves.append((Phase.RESTORE, [
+            Step(id=f"check-health:{h}", action=Action.CHECK_HEALTH, target=h, tier=tier,
+                 requires=(f"check-integrity:{h}",),
+                 verify="its services are active and its baseline's listening ports are back")
+            for h in in_tier
+        ]))
+        gate_id = f"gate:tier-{tier}"
+        waves.append((Phase.RESTORE, [
+            Step(id=gate_id, action=Action.GATE, target=f"tier-{tier}", tier=tier,
+                 verify="an operator approved reconnecting this tier (journaled with who and when)")
+        ]))
+        reconnect = [s for s in sel.segments if last_tier.get(s) == tier]
+        if tier == tiers[-1]:
+            reconnect += empty_segments
+        if reconnect:
+            waves.append((Phase.RECONNECT, [_reconnect_step(inventory, s, gate_id) for s in sorted(reconnect)]))
+    if not tiers and empty_segments:
+        waves.append((Phase.RESTORE, [Step(id="gate:segments", action=Action.GATE, target="segments",
+                                           verify="an operator approved reconnecting the segments")]))
+        waves.append((Phase.RECONNECT, [_reconnect_step(inventory, s, "gate:segments") for s in empty_segments]))
+    if sel.links:
+        waves.append((Phase.RECONNECT, [Step(id="gate:links", action=Action.GATE, target="links",
+                                             verify="an operator approved restoring external links")]))
+        waves.append((Phase.RECONNECT, [
+            Step(id=f"restore-link:{k}", action=Action.RESTORE_LINK, target=k, device=inventory.links[k].device,
+                 requires=("gate:links",),
+                 verify=f"the cut for {inventory.links[k].peer} is gone from {inventory.links[k].device}")
+            for k in sel.links
+        ]))
+    return waves
+
+
+def _reconnect_step(inventory: Inventory, segment: str, gate_id: str) -> Step:
+    seg = inventory.segments[segment]
+    return Step(
+        id=f"reconnect-segment:{segment}", action=Action.RECONNECT_SEGMENT, target=segment, device=seg.gateway,
+        requires=(gate_id,),
+        verify=(f"every host of {segment} passed its checks or is quarantined and off; from inside, "
+                f"the network beyond {seg.gateway} answers again"),
+    )
+
+
+def plan_id_of(document: Mapping[str, object]) -> str:
+    body = dict(document)
+    body["plan_id"] = ""
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:16]
+
+
+def canonical_json(document: object) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def build_plan(inventory: Inventory, mode: Mode, scope: Scope = Scope(), *,
+               selection: Selection | None = None) -> Plan:
+    """Build the plan. ``selection`` overrides the scope (restore of exactly what one run did)."""
+    sel = selection or resolve_scope(inventory, scope)
+    phases: list[tuple[Phase, list[Step]]]
+    if mode in (Mode.CONTAIN, Mode.SHUTDOWN):
+        phases = _containment_waves(inventory, sel)
+        if mode is Mode.SHUTDOWN:
+            phases += _shutdown_waves(inventory, sel)
+        phases.append((Phase.VERIFY, [Step(
+            id="verify:final", action=Action.VERIFY, target="all",
+            verify="every link cut, every segment isolated" + (
+                ", every stopped host still off, every kept host answering" if mode is Mode.SHUTDOWN else
+                ", every host still running"),
+        )]))
+    else:
+        phases = _restore_waves(inventory, sel)
+    waves = tuple(Wave(index=i, phase=phase, steps=tuple(steps)) for i, (phase, steps) in enumerate(phases))
+    kept = {h: why for h, why in inventory.keep_reasons().items() if h in set(sel.hosts)}
+    plan = Plan(
+        mode=mode, site=inventory.site.name, inventory_path=inventory.path,
+        inventory_sha256=inventory.sha256, plan_id="", scope=scope, waves=waves, kept=kept,
+    )
+    return replace(plan, plan_id=plan_id_of(plan.as_dict()))
+
+
+def plan_to_json(plan: Plan) -> str:
+    """The §4 document, byte-for-byte deterministic."""
+    return json.dumps(plan.as_dict(), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def plan_from_dict(document: Mapping[str, object]) -> Plan:
+    """Rebuild a Plan from its §4 document, refusing anything edited or of another schema."""
+    from orchestrator.errors import PlanError
+    from orchestrator.model import PLAN_SCHEMA
+
+    try:
+        if document.get("schema") != PLAN_SCHEMA:
+            raise PlanError(f"not an orchestrator plan (schema {document.get('schema')!r})",
+                            hint=f"create one with `orchestrator plan INVENTORY --mode MODE -o FILE` ({PLAN_SCHEMA})")
+        scope_doc = document.get("scope") or {}
+        assert isinstance(scope_doc, dict)
+        waves_doc = document["waves"]
+        assert isinstance(waves_doc, list)
+        waves = tuple(
+            Wave(index=int(w["index"]), phase=Phase(w["phase"]), steps=tuple(
+                Step(id=s["id"], action=Action(s["action"]), target=s["target"], verify=s["verify"],
+                     device=s.get("device"), requires=tuple(s.get("requires", ())), tier=s.get("tier"))
+                for s in w["steps"]))
+            for w in waves_doc
+        )
+        kept = document.get("kept") or {}
+        assert isinstance(kept, dict)
+        plan = Plan(
+            mode=Mode(document["mode"]), site=str(document["site"]), inventory_path=str(document["inventory"]),
+            inventory_sha256=str(document["inventory_sha256"]), plan_id=str(document["plan_id"]),
+            scope=Scope(campuses=tuple(scope_doc.get("campuses", ())), segments=tuple(scope_doc.get("segments", ())),
+                        hosts=tuple(scope_doc.get("hosts", ()))),
+            waves=waves, kept=dict(kept),
+        )
+    except PlanError:
+        raise
+    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+        raise PlanError(f"the plan document is malformed ({type(exc).__name__}: {exc})",
+                        hint="re-create it with `orchestrator plan ... -o FILE`; never edit a plan by hand") from None
+    if plan_id_of(plan.as_dict()) != plan.plan_id:
+        raise PlanError("the plan's content does not match its plan_id: it was edited",
+                        hint="re-create it with `orchestrator plan ... -o FILE`; never edit a plan by hand")
+    return plan
