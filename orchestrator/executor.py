@@ -1,0 +1,729 @@
+"""Runs a Plan wave by wave: for every step probe -> act -> verify, every outcome journaled.
+
+* Steps of one wave run in parallel (bounded by ``forks``); steps on one device are serialised.
+* A step whose ``requires`` did not succeed is skipped and reported; the rest goes on.
+* Containment already in force is verified, not applied twice (escalating from contain-only).
+* A graceful stop that does not finish escalates to an out-of-band power off, recorded.
+* Interrupting (Ctrl-C / SIGTERM) finishes the steps in flight, journals them and stops; ``resume``
+  continues from the journal without redoing verified steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, assert_never
+
+from orchestrator.config import Settings
+from orchestrator.errors import DriverError, OrchestratorError
+from orchestrator.model import (
+    Action,
+    Host,
+    Inventory,
+    Mode,
+    Phase,
+    Plan,
+    Step,
+    StepResult,
+    StepStatus,
+    Verification,
+    Wave,
+)
+from orchestrator.verify import Probes, wait_until
+
+
+class ApprovalPolicy(str, Enum):
+    ALL = "all"  # approve every gate up front (journaled as such)
+    EACH = "each"  # ask the operator at each gate
+    NONE = "none"  # no approval given: gates refuse
+
+
+Approver = Callable[[Step, str], bool]
+Observer = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    forks: int = 32
+    approve: ApprovalPolicy = ApprovalPolicy.NONE
+    approver: Approver | None = None
+    operator: str = ""
+    stop_timeout_s: float = 45.0  # graceful stop before escalating
+    start_timeout_s: float = 90.0
+    power_off_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    plan: Plan
+    results: Mapping[str, StepResult]
+    interrupted: bool
+    time_to_containment_s: float | None
+    time_to_shutdown_s: float | None
+    quarantined: Mapping[str, str]
+    journal_path: Path
+
+    @property
+    def left(self) -> list[tuple[str, str]]:
+        out = []
+        for step in self.plan.steps():
+            res = self.results.get(step.id)
+            if res is None:
+                out.append((step.id, "not reached (run interrupted)" if self.interrupted else "not reached"))
+            elif not res.ok:
+                out.append((step.id, f"{res.status.value}: {res.error or ''}".strip()))
+        return out
+
+    @property
+    def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        return "completed" if not self.left else "failed"
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "completed" else 1
+
+
+@dataclass
+class Recorder:
+    """Writes events to the journal (the record) and forwards them to observers (progress views)."""
+
+    journal: Any  # orchestrator.journal.Journal
+    observers: list[Observer] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        with self._lock:
+            record: dict[str, Any] = self.journal.emit(type, **fields)
+        for observer in self.observers:
+            observer(record)
+        return record
+
+
+class Drivers:
+    """The drivers a run needs, opened lazily so a plan that touches no device opens no session."""
+
+    def __init__(self, inventory: Inventory, run_dir: Path, forks: int,
+                 event_sink: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.inventory = inventory
+        self.run_dir = run_dir
+        self.forks = forks
+        self.event_sink = event_sink
+        self._ssh: Any = None
+        self._net: Any = None
+        self._ansible: Any = None
+        self._power: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def ssh(self) -> Any:
+        with self._lock:
+            if self._ssh is None:
+                from orchestrator.drivers import driver_class
+
+                self._ssh = driver_class("ssh")(self.inventory)
+            return self._ssh
+
+    @property
+    def net(self) -> Any:
+        with self._lock:
+            if self._net is None:
+                from orchestrator.drivers import driver_class
+
+                self._net = driver_class("netmiko")(self.inventory)
+            return self._net
+
+    @property
+    def ansible(self) -> Any:
+        with self._lock:
+            if self._ansible is None:
+                from orchestrator.drivers import driver_class
+
+                self._ansible = driver_class("ansible")(
+                    self.inventory, self.run_dir / "ansible", forks=max(self.forks, 10),
+                    event_sink=self.event_sink)
+            return self._ansible
+
+    def power_for(self, host: Host) -> Any | None:
+        if not host.power or host.power == "manual":
+            return None
+        with self._lock:
+            if host.power not in self._power:
+                from orchestrator.drivers import power_driver_class
+
+                self._power[host.power] = power_driver_class(host.power)(self.inventory)
+            return self._power[host.power]
+
+    def close(self) -> None:
+        for driver in (self._ssh, self._net):
+            if driver is not None:
+                try:
+                    driver.close()
+                except Exception:  # noqa: BLE001 - closing must not hide the run's outcome
+                    pass
+
+
+class StepFailed(Exception):  # noqa: N818 - internal control flow, never escapes the executor
+    def __init__(self, message: str, evidence: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.evidence = dict(evidence or {})
+
+
+@dataclass
+class _Outcome:
+    changed: bool = False
+    already: bool = False
+    escalated: bool = False
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+class Executor:
+    def __init__(self, *, inventory: Inventory, plan: Plan, settings: Settings, run_id: str, run_dir: Path,
+                 recorder: Recorder, options: RunOptions, prior: Mapping[str, StepResult] | None = None,
+                 started_mono: float | None = None, approvals: Iterable[str] = (),
+                 stop_event: threading.Event | None = None) -> None:
+        self.inventory = inventory
+        self.plan = plan
+        self.settings = settings
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.rec = recorder
+        self.options = options
+        self.results: dict[str, StepResult] = dict(prior or {})
+        self.stop_event = stop_event or threading.Event()
+        self.started = started_mono if started_mono is not None else time.monotonic()
+        self.drivers = Drivers(inventory, run_dir, options.forks, self._ansible_event)
+        self.probes = Probes(inventory, _LazySsh(self.drivers), self.drivers.power_for)
+        self._device_locks: dict[str, threading.Lock] = {d: threading.Lock() for d in inventory.devices}
+        self.quarantined: dict[str, str] = {}
+        self.approved_gates = set(approvals)
+        self.time_to_containment: float | None = None
+        self.time_to_shutdown: float | None = None
+
+    # ---- the run ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> RunResult:
+        interrupted = False
+        try:
+            for wave in self.plan.waves:
+                if self.stop_event.is_set():
+                    interrupted = True
+                    break
+                todo = [s for s in wave.steps if not (s.id in self.results and self.results[s.id].ok)]
+                if not todo:
+                    continue
+                self.rec.emit("wave-started", wave=wave.index, phase=wave.phase.value,
+                              steps=[s.id for s in todo])
+                self._run_wave(wave, todo)
+                if self.stop_event.is_set():
+                    interrupted = any(s.id not in self.results for s in self.plan.steps())
+                self._milestones(wave)
+        finally:
+            self.drivers.close()
+        return RunResult(
+            run_id=self.run_id, plan=self.plan, results=dict(self.results), interrupted=interrupted,
+            time_to_containment_s=self.time_to_containment, time_to_shutdown_s=self.time_to_shutdown,
+            quarantined=dict(self.quarantined), journal_path=self.settings.journal_path(self.run_id),
+        )
+
+    def _milestones(self, wave: Wave) -> None:
+        def phase_done(phase: Phase) -> bool:
+            steps = [s for w in self.plan.waves if w.phase is phase for s in w.steps]
+            return bool(steps) and all(s.id in self.results and self.results[s.id].ok for s in steps)
+
+        def last_wave_of(phase: Phase) -> int:
+            return max((w.index for w in self.plan.waves if w.phase is phase), default=-1)
+
+        elapsed = round(time.monotonic() - self.started, 3)
+        if wave.index == last_wave_of(Phase.CONTAIN) and phase_done(Phase.CONTAIN):
+            self.time_to_containment = elapsed
+            self.rec.emit("milestone", name="contained", elapsed_s=elapsed)
+        if wave.index == last_wave_of(Phase.SHUTDOWN) and phase_done(Phase.SHUTDOWN) and phase_done(Phase.CONTAIN):
+            self.time_to_shutdown = elapsed
+            self.rec.emit("milestone", name="shutdown-complete", elapsed_s=elapsed)
+        if self.plan.mode is Mode.RESTORE and wave.index == len(self.plan.waves) - 1 and \
+                all(s.id in self.results and self.results[s.id].ok for s in self.plan.steps()):
+            self.rec.emit("milestone", name="restored", elapsed_s=elapsed)
+
+    def _run_wave(self, wave: Wave, todo: list[Step]) -> None:
+        runnable: list[Step] = []
+        for step in todo:
+            missing = [r for r in step.requires if not (r in self.results and self.results[r].ok)]
+            if missing:
+                reason = "requires " + ", ".join(
+                    f"{r} ({self.results[r].status.value if r in self.results else 'not done'})" for r in missing)
+                self._finish(step, StepResult(step.id, StepStatus.SKIPPED, error=reason))
+            else:
+                runnable.append(step)
+        stops = [s for s in runnable if s.action is Action.STOP_HOST]
+        others = [s for s in runnable if s.action is not Action.STOP_HOST]
+        if stops:
+            self._stop_hosts(wave, stops)
+        if others:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(others)))) as pool:
+                list(pool.map(lambda s: self._run_step(wave, s), others))
+
+    # ---- one step -----------------------------------------------------------------------------
+
+    def _run_step(self, wave: Wave, step: Step) -> None:
+        if self.stop_event.is_set():
+            return
+        self.rec.emit("step-started", step_id=step.id, action=step.action.value, target=step.target,
+                      wave=wave.index)
+        t0 = time.monotonic()
+        if self.options.dry_run:
+            self._finish(step, StepResult(step.id, StepStatus.DRY_RUN, evidence={"would": step.verify}))
+            return
+        lock = self._device_locks.get(step.device or "")
+        try:
+            if lock is not None:
+                with lock:
+                    outcome = self._dispatch(step)
+            else:
+                outcome = self._dispatch(step)
+            result = StepResult(step.id, StepStatus.VERIFIED, changed=outcome.changed, already=outcome.already,
+                                escalated=outcome.escalated, evidence=outcome.evidence,
+                                duration_s=round(time.monotonic() - t0, 3))
+        except StepFailed as exc:
+            result = StepResult(step.id, StepStatus.FAILED, error=str(exc), evidence=exc.evidence,
+                                duration_s=round(time.monotonic() - t0, 3))
+        except OrchestratorError as exc:
+            result = StepResult(step.id, StepStatus.FAILED, error=f"{exc.code}: {exc}",
+                                duration_s=round(time.monotonic() - t0, 3))
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded against the step, the run goes on
+            result = StepResult(step.id, StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
+                                duration_s=round(time.monotonic() - t0, 3))
+        self._finish(step, result)
+
+    def _finish(self, step: Step, result: StepResult) -> None:
+        self.results[step.id] = result
+        self.rec.emit("step-finished", step_id=step.id, action=step.action.value, target=step.target,
+                      status=result.status.value, changed=result.changed, already=result.already,
+                      escalated=result.escalated, error=result.error, evidence=dict(result.evidence),
+                      duration_s=result.duration_s)
+
+    def _verification(self, step: Step, v: Verification) -> Verification:
+        self.rec.emit("verification", step_id=step.id, check=v.check, passed=v.passed, evidence=dict(v.evidence))
+        return v
+
+    def _dispatch(self, step: Step) -> _Outcome:
+        action = step.action
+        if action is Action.BACKUP_CONFIG:
+            return self._backup_config(step)
+        if action in (Action.CUT_LINK, Action.ISOLATE_SEGMENT):
+            return self._contain(step)
+        if action in (Action.RESTORE_LINK, Action.RECONNECT_SEGMENT):
+            return self._reconnect(step)
+        if action is Action.VERIFY:
+            return self._verify_final(step)
+        if action is Action.START_HOST:
+            return self._start_host(step)
+        if action is Action.CHECK_INTEGRITY:
+            return self._check_integrity(step)
+        if action is Action.CHECK_HEALTH:
+            return self._check_health(step)
+        if action is Action.GATE:
+            return self._gate(step)
+        if action is Action.STOP_HOST:
+            raise StepFailed("stop-host runs per wave, not alone")
+        assert_never(action)
+
+    # ---- devices ------------------------------------------------------------------------------
+
+    def _backup_config(self, step: Step) -> _Outcome:
+        device = step.target
+        text = self.drivers.net.backup_config(device)
+        if not text.strip():
+            raise StepFailed(f"{device} returned an empty configuration", {"bytes": 0})
+        path = self.run_dir / "backups" / f"{device}.cfg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        stored = hashlib.sha256(path.read_bytes()).hexdigest()
+        v = self._verification(step, Verification(stored == digest, "backup-stored",
+                                                  {"path": str(path), "sha256": digest, "bytes": len(text)}))
+        if not v.passed:
+            raise StepFailed("the stored backup does not match what the device returned", v.evidence)
+        return _Outcome(evidence=dict(v.evidence))
+
+    def _device_action(self, step: Step, action: str) -> tuple[bool, dict[str, Any]]:
+        """Apply ``action`` unless already in force; returns (changed, evidence)."""
+        assert step.device is not None
+        net = self.drivers.net
+        if action in ("cut-link", "isolate-segment") and net.is_in_force(step.device, action, step.target):
+            return False, {"already_in_force": True}
+        if action in ("restore-link", "reconnect-segment"):
+            undo_of = "cut-link" if action == "restore-link" else "isolate-segment"
+            if not net.is_in_force(step.device, undo_of, step.target):
+                return False, {"already_in_force": True}
+        outcome = net.apply(step.device, action, step.target)
+        self.rec.emit("command-sent", step_id=step.id, driver="netmiko", target=step.device,
+                      commands=list(outcome.commands))
+        return True, {"commands": list(outcome.commands)}
+
+    def _contain(self, step: Step) -> _Outcome:
+        action = step.action.value
+        assert step.device is not None
+        before = self._reach_probe(step) if step.action is Action.ISOLATE_SEGMENT else self._link_probe(step)
+        changed, evidence = self._device_action(step, action)
+        in_force = self.drivers.net.is_in_force(step.device, action, step.target)
+        evidence["rule_in_running_config"] = in_force
+        after = self._reach_probe(step) if step.action is Action.ISOLATE_SEGMENT else self._link_probe(step)
+        evidence["before"] = before
+        evidence["after"] = after
+        problems = []
+        if not in_force:
+            problems.append(f"the {action} rule is not in {step.device}'s running config")
+        if after.get("crosses"):
+            problems.append(f"still reachable across: {after['crosses']}")
+        if after.get("same_segment_broken"):
+            problems.append("hosts of the segment no longer reach each other")
+        v = self._verification(step, Verification(not problems, action, evidence))
+        if not v.passed:
+            raise StepFailed("; ".join(problems), evidence)
+        return _Outcome(changed=changed, already=not changed, evidence=evidence)
+
+    def _reconnect(self, step: Step) -> _Outcome:
+        assert step.device is not None
+        if step.action is Action.RECONNECT_SEGMENT:
+            self._check_segment_ready(step.target)
+        changed, evidence = self._device_action(step, step.action.value)
+        undo_of = "cut-link" if step.action is Action.RESTORE_LINK else "isolate-segment"
+        gone = not self.drivers.net.is_in_force(step.device, undo_of, step.target)
+        evidence["rule_removed"] = gone
+        problems = [] if gone else [f"the {undo_of} rule is still in {step.device}'s running config"]
+        if step.action is Action.RECONNECT_SEGMENT:
+            probe: dict[str, Any] = {}
+            ok = wait_until(lambda: bool((probe.update(self._reach_probe(step, expect_reach=True)) or True)
+                                         and probe.get("reaches_beyond")), 8.0, 0.5)
+            evidence["after"] = dict(probe)
+            if not ok and probe.get("probe_host"):
+                problems.append("from inside the segment nothing beyond the gateway answers yet")
+        else:
+            after = self._link_probe(step, expect_reach=True)
+            evidence["after"] = after
+            if after.get("probed") and not after.get("reaches"):
+                problems.append("the peer still cannot reach inside")
+        v = self._verification(step, Verification(not problems, step.action.value, evidence))
+        if not v.passed:
+            raise StepFailed("; ".join(problems), evidence)
+        return _Outcome(changed=changed, already=not changed, evidence=evidence)
+
+    def _check_segment_ready(self, segment: str) -> None:
+        """A segment comes back only when each of its hosts passed, or is quarantined and off."""
+        blocking = []
+        for host in self.inventory.hosts_in_segment(segment):
+            health = self.results.get(f"check-health:{host.name}")
+            if f"start-host:{host.name}" not in {s.id for s in self.plan.steps()}:
+                continue
+            if health is not None and health.ok:
+                continue
+            if host.name in self.quarantined and self.probes.host_off(host).passed:
+                continue
+            blocking.append(host.name)
+        if blocking:
+            raise StepFailed(f"hosts of {segment} neither passed their checks nor are safely off: "
+                             f"{', '.join(blocking)}", {"blocking_hosts": blocking})
+
+    def _reach_probe(self, step: Step, expect_reach: bool = False) -> dict[str, Any]:
+        """From a running host inside the segment: what beyond the gateway answers, and does the
+        segment still reach itself."""
+        segment = step.target
+        hosts = self.probes.running_hosts_in(segment)
+        if not hosts:
+            return {"probe_host": None, "note": "no running host in the segment to probe from"}
+        probe_host = hosts[0]
+        targets = self.probes.cross_gateway_targets(segment)[:3]
+        crosses = [t for t in targets if self.probes.reaches(probe_host.name, t, expect=expect_reach)]
+        out: dict[str, Any] = {"probe_host": probe_host.name, "targets": targets, "crosses": crosses,
+                               "reaches_beyond": bool(crosses)}
+        if len(hosts) > 1:
+            out["same_segment_peer"] = hosts[1].name
+            out["same_segment_broken"] = not self.probes.reaches(probe_host.name, str(hosts[1].address), expect=True)
+        return out
+
+    def _link_probe(self, step: Step, expect_reach: bool = False) -> dict[str, Any]:
+        link = self.inventory.links[step.target]
+        lab = self.inventory.lab
+        if lab is None or link.name not in lab.peers:
+            return {"probed": False, "note": "no lab peer: judged from the running config"}
+        targets = self._inside_targets()
+        crosses = [t for t in targets if self.probes.peer_reaches(link.name, t, expect=expect_reach)]
+        return {"probed": True, "from": f"peer of {link.name}", "targets": targets, "crosses": crosses,
+                "reaches": bool(crosses)}
+
+    def _inside_targets(self) -> list[str]:
+        segs = sorted((s for s in self.inventory.segments.values()
+                       if s.gateway_address is not None and s.name != self.inventory.management_segment),
+                      key=lambda s: s.name)
+        return [str(s.gateway_address) for s in segs[:2]]
+
+    # ---- hosts --------------------------------------------------------------------------------
+
+    def _stop_hosts(self, wave: Wave, steps: list[Step]) -> None:
+        """One playbook run for the whole wave, then independent verification per host, in parallel."""
+        if self.stop_event.is_set():
+            return
+        t0 = time.monotonic()
+        for step in steps:
+            self.rec.emit("step-started", step_id=step.id, action=step.action.value, target=step.target,
+                          wave=wave.index)
+        if self.options.dry_run:
+            for step in steps:
+                self._finish(step, StepResult(step.id, StepStatus.DRY_RUN, evidence={"would": step.verify}))
+            return
+        hosts = {s.target: self.inventory.hosts[s.target] for s in steps}
+
+        def probe(h: Host) -> tuple[str, Verification, bool]:
+            off = self.probes.host_off(h)
+            return h.name, off, self.probes.ssh_answers(h)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(hosts)))) as pool:
+            before = {name: (off, up) for name, off, up in pool.map(probe, hosts.values())}
+        to_stop = sorted(n for n, (off, up) in before.items() if not off.passed and up)
+        playbook: dict[str, Any] = {}
+        if to_stop:
+            self.rec.emit("command-sent", step_id=f"stop-host wave {wave.index}", driver="ansible",
+                          target=",".join(to_stop), commands=[f"playbooks/stop-host.yml --limit {','.join(to_stop)}"])
+            try:
+                run = self.drivers.ansible.stop_hosts(to_stop, timeout_s=self.options.stop_timeout_s + 60)
+                playbook = {n: {"status": o.status, "message": o.message} for n, o in run.hosts.items()}
+            except OrchestratorError as exc:
+                playbook = {n: {"status": "error", "message": str(exc)} for n in to_stop}
+
+        def finish(step: Step) -> None:
+            host = hosts[step.target]
+            off_before, up_before = before[host.name]
+            evidence: dict[str, Any] = {"before": dict(off_before.evidence),
+                                        "playbook": playbook.get(host.name, "not sent (SSH not answering)")}
+            if off_before.passed:
+                self._verification(step, off_before)
+                self._finish(step, StepResult(step.id, StepStatus.VERIFIED, already=True, evidence=evidence,
+                                              duration_s=round(time.monotonic() - t0, 3)))
+                return
+            timeout = self.options.stop_timeout_s if up_before else 3.0
+            v = self._verification(step, self.probes.wait_host_off(host, timeout))
+            escalated = False
+            if not v.passed:
+                escalated = True
+                v = self._escalate_power_off(step, host, "graceful stop did not finish in time" if up_before
+                                             else "SSH does not answer: the host cannot be stopped from inside")
+            evidence["after"] = dict(v.evidence)
+            status = StepStatus.VERIFIED if v.passed else StepStatus.FAILED
+            self._finish(step, StepResult(step.id, status, changed=True, escalated=escalated, evidence=evidence,
+                                          error=None if v.passed else "the host is still not off",
+                                          duration_s=round(time.monotonic() - t0, 3)))
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(steps)))) as pool:
+            list(pool.map(finish, steps))
+
+    def _escalate_power_off(self, step: Step, host: Host, reason: str) -> Verification:
+        power = self.drivers.power_for(host)
+        if power is None:
+            v = Verification(False, "host-off", {"escalation": "impossible: no power driver", "reason": reason})
+            return self._verification(step, v)
+        for graceful in (True, False):
+            how = "out-of-band graceful power off" if graceful else "out-of-band hard power off"
+            self.rec.emit("escalation", step_id=step.id, to=how, reason=reason, host=host.name)
+            try:
+                power.power_off(host.name, graceful=graceful)
+            except DriverError as exc:
+                self.rec.emit("escalation", step_id=step.id, to=how, reason=f"failed: {exc}", host=host.name)
+                continue
+            v = self.probes.wait_host_off(host, self.options.power_off_timeout_s if graceful else 10.0)
+            self._verification(step, v)
+            if v.passed:
+                return Verification(True, "host-off", {**v.evidence, "escalation": how})
+            reason = "graceful out-of-band power off did not finish in time"
+        return Verification(False, "host-off", {"escalation": "hard power off did not take effect"})
+
+    def _start_host(self, step: Step) -> _Outcome:
+        host = self.inventory.hosts[step.target]
+        if self.probes.ssh_answers(host):
+            v = self._verification(step, self.probes.host_up(host))
+            if v.passed:
+                return _Outcome(already=True, evidence=dict(v.evidence))
+        power = self.drivers.power_for(host)
+        if power is None:
+            raise StepFailed(f"{host.name} is off and has no power driver: power it on by hand, then resume",
+                             {"power": host.power or "none"})
+        self.rec.emit("command-sent", step_id=step.id, driver=f"power.{host.power}", target=host.name,
+                      commands=["power on"])
+        power.power_on(host.name)
+        v = self._verification(step, self.probes.wait_host_up(host, self.options.start_timeout_s))
+        if not v.passed:
+            raise StepFailed(f"{host.name} did not answer SSH within {self.options.start_timeout_s:.0f} s",
+                             dict(v.evidence))
+        return _Outcome(changed=True, evidence=dict(v.evidence))
+
+    def _quarantine(self, step: Step, host: Host, why: str) -> dict[str, Any]:
+        """Keep a suspect host out: power it off again (it is never reconnected)."""
+        self.quarantined[host.name] = why
+        power = self.drivers.power_for(host)
+        if power is None:
+            self.rec.emit("quarantine", host=host.name, reason=why, powered_off=False)
+            return {"quarantine": "no power driver: the host stays on an isolated segment that will not be "
+                                  "reconnected while it runs"}
+        try:
+            power.power_off(host.name, graceful=False)
+        except DriverError as exc:
+            self.rec.emit("quarantine", host=host.name, reason=why, powered_off=False, error=str(exc))
+            return {"quarantine": f"power off failed: {exc}"}
+        off = self.probes.wait_host_off(host, 15.0)
+        self.rec.emit("quarantine", host=host.name, reason=why, powered_off=off.passed, evidence=dict(off.evidence))
+        return {"quarantine": "powered off" if off.passed else "power off not confirmed"}
+
+    def _check_integrity(self, step: Step) -> _Outcome:
+        from orchestrator.integrity import check_host
+
+        host = self.inventory.hosts[step.target]
+        result = check_host(self.drivers.ssh, self.inventory, host.name, self.settings)
+        diffs = [{"category": d.category, "path": d.path, "detail": d.detail} for d in result.differences]
+        for d in diffs:
+            self.rec.emit("integrity-finding", host=host.name, **d)
+        evidence: dict[str, Any] = {"differences": diffs, "baseline_taken": result.baseline_taken}
+        self._verification(step, Verification(result.clean, "integrity", evidence))
+        if not result.clean:
+            paths = ", ".join(f"{d['category']} {d['path']}" for d in diffs[:20])
+            evidence.update(self._quarantine(step, host, f"integrity: {paths}"))
+            raise StepFailed(f"{len(diffs)} difference(s) from the baseline: {paths}", evidence)
+        return _Outcome(evidence=evidence)
+
+    def _check_health(self, step: Step) -> _Outcome:
+        from orchestrator.integrity import expected_ports
+
+        host = self.inventory.hosts[step.target]
+        problems: list[str] = []
+        evidence: dict[str, Any] = {}
+        services = " ".join(host.services)
+        if services:
+            res = self.drivers.ssh.run(host.name, f"systemctl is-active {services}", timeout_s=15)
+            states = dict(zip(host.services, res.stdout.split(), strict=False))
+            evidence["services"] = states
+            problems += [f"service {s} is {st}" for s, st in states.items() if st != "active"]
+        want = expected_ports(host.name, self.settings)
+        if want:
+            have: set[str] = set()
+
+            def listening() -> bool:
+                res = self.drivers.ssh.run(host.name, "ss -ltnuH", timeout_s=10)
+                have.clear()
+                have.update(_listening(res.stdout))
+                return set(want) <= have
+
+            wait_until(listening, 20.0, 1.0)
+            missing = sorted(set(want) - have)
+            evidence["ports_expected"] = sorted(want)
+            evidence["ports_missing"] = missing
+            problems += [f"port {p} is not listening" for p in missing]
+        v = self._verification(step, Verification(not problems, "health", evidence))
+        if not v.passed:
+            evidence.update(self._quarantine(step, host, "health: " + "; ".join(problems)))
+            raise StepFailed("; ".join(problems), evidence)
+        return _Outcome(evidence=evidence)
+
+    def _gate(self, step: Step) -> _Outcome:
+        if step.id in self.approved_gates:
+            return _Outcome(already=True, evidence={"approved": "earlier in this run"})
+        summary = self._gate_summary(step)
+        policy = self.options.approve
+        approver = self.options.operator
+        if policy is ApprovalPolicy.ALL:
+            how = "--approve all"
+            approved = True
+        elif policy is ApprovalPolicy.EACH:
+            how = "--approve each (asked at the gate)"
+            approved = bool(self.options.approver and self.options.approver(step, summary))
+        elif policy is ApprovalPolicy.NONE:
+            how = "no approval given"
+            approved = False
+        else:
+            assert_never(policy)
+        if not approved:
+            self.rec.emit("gate-refused", gate=step.id, approver=approver, how=how, summary=summary)
+            raise StepFailed(f"gate {step.target} not approved ({how})", {"summary": summary})
+        self.approved_gates.add(step.id)
+        self.rec.emit("gate-approved", gate=step.id, approver=approver, how=how, summary=summary)
+        return _Outcome(evidence={"approver": approver, "how": how, "summary": summary})
+
+    def _gate_summary(self, step: Step) -> str:
+        passed = sorted(s.target for s in self.plan.steps() if s.action is Action.CHECK_HEALTH
+                        and s.tier == step.tier and self.results.get(s.id, None) is not None
+                        and self.results[s.id].ok)
+        quarantined = sorted(h for h in self.quarantined if self.inventory.hosts[h].tier == step.tier)
+        if step.target == "links":
+            links = [s.target for s in self.plan.steps() if s.action is Action.RESTORE_LINK]
+            return f"restore external links: {', '.join(links)}; quarantined hosts: {', '.join(self.quarantined) or 'none'}"
+        return (f"{step.target}: passed {', '.join(passed) or 'none'}; "
+                f"quarantined {', '.join(quarantined) or 'none'}")
+
+    # ---- final verification ---------------------------------------------------------------------
+
+    def _verify_final(self, step: Step) -> _Outcome:
+        checks: list[tuple[str, Callable[[], bool]]] = []
+        net = self.drivers.net
+        for s in self.plan.steps():
+            res = self.results.get(s.id)
+            if res is None or not res.ok:
+                continue
+            if s.action in (Action.CUT_LINK, Action.ISOLATE_SEGMENT):
+                checks.append((s.id, lambda s=s: bool(net.is_in_force(s.device, s.action.value, s.target))))
+            elif s.action is Action.STOP_HOST:
+                host = self.inventory.hosts[s.target]
+                checks.append((s.id, lambda host=host: self.probes.host_off(host).passed))
+        for name in self.plan.kept:
+            host = self.inventory.hosts[name]
+            checks.append((f"kept:{name}", lambda host=host: self.probes.ssh_answers(host, 2.0)))
+        with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(checks) or 1))) as pool:
+            outcomes = dict(zip([c[0] for c in checks], pool.map(lambda c: _safe(c[1]), checks), strict=True))
+        failed = sorted(k for k, ok in outcomes.items() if not ok)
+        v = self._verification(step, Verification(not failed, "final", {"checked": len(outcomes), "failed": failed}))
+        if not v.passed:
+            raise StepFailed(f"no longer true: {', '.join(failed)}", dict(v.evidence))
+        return _Outcome(evidence=dict(v.evidence))
+
+    def _ansible_event(self, event: dict[str, Any]) -> None:
+        self.rec.emit("ansible-event", **{k: v for k, v in event.items() if k not in ("type", "ts")})
+
+
+def _safe(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except Exception:  # noqa: BLE001 - a probe that cannot run proves nothing: counted as failed
+        return False
+
+
+def _listening(ss_output: str) -> set[str]:
+    """``ss -ltnuH`` lines -> {"tcp/22", "udp/53", ...}."""
+    out = set()
+    for line in ss_output.splitlines():
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        proto, local = parts[0], parts[4]
+        port = local.rsplit(":", 1)[-1]
+        if port.isdigit():
+            out.add(f"{proto}/{port}")
+    return out
+
+
+class _LazySsh:
+    """Lets the probes use the SSH driver without opening it before it is needed."""
+
+    def __init__(self, drivers: Drivers) -> None:
+        self._drivers = drivers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._drivers.ssh, name)

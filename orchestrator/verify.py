@@ -1,0 +1,131 @@
+"""Independent probes: what really happened, never the action's exit code.
+
+* a host is off when SSH on its management address stops answering and, where it has a power
+  driver, the driver says off;
+* a segment is isolated when, from inside it (reached over management), nothing beyond its
+  gateway answers while the segment itself still does;
+* a link is cut when its peer can no longer reach inside (in the lab), and its cut is present in
+  the device's running configuration.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import DriverError
+from orchestrator.model import Host, Inventory, Verification
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+
+
+@dataclass
+class Probes:
+    inventory: Inventory
+    ssh: Any  # orchestrator.drivers.ssh.SshDriver
+    power: Callable[[Host], Any | None]  # host -> its power driver or None
+
+    # ---- hosts -------------------------------------------------------------------------------
+
+    def ssh_answers(self, host: Host, timeout_s: float = 1.0) -> bool:
+        return bool(self.ssh.port_open(str(host.management_address), 22, timeout_s))
+
+    def power_state(self, host: Host) -> str | None:
+        driver = self.power(host)
+        if driver is None:
+            return None
+        try:
+            return str(driver.state(host.name))
+        except DriverError as exc:
+            return f"unknown ({exc.message})"
+
+    def host_off(self, host: Host) -> Verification:
+        ssh_up = self.ssh_answers(host)
+        state = self.power_state(host)
+        passed = not ssh_up and state in (None, "stopped")
+        return Verification(passed, "host-off", {
+            "ssh_port_22": "answers" if ssh_up else "closed",
+            "power": state if state is not None else "no power driver",
+        })
+
+    def wait_host_off(self, host: Host, timeout_s: float) -> Verification:
+        last: list[Verification] = []
+
+        def check() -> bool:
+            last[:] = [self.host_off(host)]
+            return last[0].passed
+
+        wait_until(check, timeout_s, 0.3)
+        return last[0]
+
+    def host_up(self, host: Host) -> Verification:
+        """Up means: logged in over SSH with the pinned host key and ran a command."""
+        try:
+            result = self.ssh.run(host.name, "cat /proc/sys/kernel/random/boot_id", timeout_s=10)
+        except DriverError as exc:
+            return Verification(False, "host-up", {"ssh": exc.code, "detail": exc.message})
+        return Verification(result.exit_status == 0, "host-up", {"boot_id": result.stdout.strip()})
+
+    def wait_host_up(self, host: Host, timeout_s: float) -> Verification:
+        last: list[Verification] = [Verification(False, "host-up", {"ssh": "not tried"})]
+
+        def check() -> bool:
+            if not self.ssh_answers(host, 0.5):
+                last[:] = [Verification(False, "host-up", {"ssh_port_22": "closed"})]
+                return False
+            last[:] = [self.host_up(host)]
+            return last[0].passed
+
+        wait_until(check, timeout_s, 0.3)
+        return last[0]
+
+    # ---- reachability from inside ---------------------------------------------------------------
+
+    def reaches(self, from_host: str, address: str, *, expect: bool) -> bool:
+        """Ping from a host (over its management SSH). ``expect`` tunes patience: proving
+        reachability tries a few times, proving a cut answers after one short timeout."""
+        count, wait = ("3", "1") if expect else ("1", "1")
+        cmd = f"ping -n -q -c {count} -i 0.2 -W {wait} {shlex.quote(address)} >/dev/null 2>&1"
+        result = self.ssh.run(from_host, cmd, timeout_s=10)
+        return bool(result.exit_status == 0)
+
+    def peer_reaches(self, link_name: str, address: str, *, expect: bool) -> bool:
+        lab = self.inventory.lab
+        if lab is None or link_name not in lab.peers:
+            raise DriverError(f"link {link_name} has no lab peer to probe from", target=link_name)
+        peer = lab.peers[link_name]
+        cred = self.inventory.credentials[self._lab_credential()]
+        count = "3" if expect else "1"
+        cmd = f"ping -n -q -c {count} -i 0.2 -W 1 {shlex.quote(address)} >/dev/null 2>&1"
+        result = self.ssh.run_at(str(peer.management_address), cred, cmd, timeout_s=10)
+        return bool(result.exit_status == 0)
+
+    def _lab_credential(self) -> str:
+        names = sorted({h.credentials for h in self.inventory.hosts.values()})
+        return names[0]
+
+    def running_hosts_in(self, segment: str, exclude: Iterable[str] = ()) -> list[Host]:
+        skip = set(exclude)
+        return [h for h in self.inventory.hosts_in_segment(segment) if h.name not in skip and self.ssh_answers(h)]
+
+    def cross_gateway_targets(self, segment: str) -> list[str]:
+        """Addresses beyond the segment's gateway: the gateway's legs in other segments first."""
+        seg = self.inventory.segments[segment]
+        same_gw = [s for s in self.inventory.segments.values()
+                   if s.name != segment and s.gateway == seg.gateway and s.gateway_address is not None]
+        others = [s for s in self.inventory.segments.values()
+                  if s.name != segment and s.gateway != seg.gateway and s.gateway_address is not None
+                  and s.name != self.inventory.management_segment]
+        return [str(s.gateway_address) for s in sorted(same_gw, key=lambda s: s.name)] + \
+               [str(s.gateway_address) for s in sorted(others, key=lambda s: s.name)]
