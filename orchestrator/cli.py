@@ -569,12 +569,161 @@ def report(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> Non
         from orchestrator.inventory import load_inventory
 
         inv = load_inventory(inventory_copy)
-    text = render_report(build_report(state.records, inv), fmt)  # type: ignore[arg-type]
+    text = render_report(build_report(state.records, inv), fmt)
     if output:
         Path(output).write_text(text, encoding="utf-8")
         console.print(f"report written to {output}")
     else:
         click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("inventory_path", metavar="INVENTORY", default=DEFAULT_LAB_INVENTORY,
+                type=click.Path(dir_okay=False))
+@click.option("--keep", is_flag=True, help="Leave the lab running afterwards.")
+@click.option("--reports", "reports_dir", default="reports", show_default=True, type=click.Path(file_okay=False),
+              help="Where the drill's reports go.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line, then the summary.")
+@click.pass_context
+def drill(ctx: click.Context, inventory_path: str, keep: bool, reports_dir: str, as_json: bool) -> None:
+    """The whole rehearsal on the lab: up, baseline, shutdown, verify, restore, verify, report, down."""
+    from orchestrator.drill import run_drill
+    from orchestrator.journal import current_operator
+
+    inventory = load(inventory_path)
+    settings = settings_from(ctx)
+    view = ProgressView(as_json)
+    stop = install_stop_handlers()
+
+    def progress(message: str) -> None:
+        if not as_json:
+            console.print(f"[bold]drill[/] {message}")
+
+    try:
+        result = run_drill(inventory, settings, keep=keep, reports_dir=Path(reports_dir), observers=[view],
+                           progress=progress, stop_event=stop, operator=current_operator())
+    finally:
+        view.close()
+    if as_json:
+        click.echo(json.dumps({"type": "drill-result", **result.as_dict()}, default=str))
+        raise Exit(EXIT_OK if result.ok else EXIT_FAILED)
+    table = Table(title=f"drill on {inventory.site.name}: " + ("PASSED" if result.ok else "FAILED"))
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for name, seconds in result.timings.items():
+        table.add_row(name, f"{seconds:.1f}")
+    console.print(table)
+    failed = [c for c in result.checks if not c.passed]
+    console.print(f"independent checks: {len(result.checks) - len(failed)}/{len(result.checks)} passed")
+    for check in failed:
+        console.print(f"  [red]failed[/] {check.name}: {check.detail}", soft_wrap=True)
+    for name, run in result.runs.items():
+        console.print(f"{name} run {run.run_id}: {run.status}")
+        for step_id, reason in run.left:
+            console.print(f"  left: {step_id}: {reason}", soft_wrap=True)
+    if result.error:
+        console.print(f"[red]error[/] {result.error}", soft_wrap=True)
+    for path in result.reports:
+        if path.endswith((".html", ".md")):
+            console.print(f"report: {path}")
+    if result.lab_kept:
+        console.print("the lab is still up (--keep): `orchestrator lab down` removes it")
+    raise Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@cli.group()
+def baseline() -> None:
+    """Signed, off-host integrity baselines."""
+
+
+@baseline.command("capture")
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
+@scope_options
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def baseline_capture(ctx: click.Context, inventory_path: str, campuses: tuple[str, ...], segments: tuple[str, ...],
+                     hosts: tuple[str, ...], as_json: bool) -> None:
+    """Record each host's files, packages, users, keys, cron, units, ports and SUID files, signed."""
+    from orchestrator.drivers.ssh import SshDriver
+    from orchestrator.integrity import capture_all
+    from orchestrator.planner import resolve_scope
+
+    inventory = load(inventory_path)
+    settings = settings_from(ctx)
+    names = resolve_scope(inventory, make_scope(campuses, segments, hosts)).hosts
+    ssh = SshDriver(inventory)
+    try:
+        outcome = capture_all(ssh, inventory, names, settings, forks=settings.forks)
+    finally:
+        ssh.close()
+    doc = _outcome_doc(outcome)
+    if as_json:
+        emit_json(doc)
+    else:
+        for name, item in doc["hosts"].items():
+            mark = "[green]captured[/]" if item["ok"] else "[red]failed[/]"
+            console.print(f"{mark} {name}: {item['detail']}", soft_wrap=True)
+    raise Exit(EXIT_OK if all(i["ok"] for i in doc["hosts"].values()) else EXIT_FAILED)
+
+
+def _outcome_doc(outcome: Any) -> dict[str, Any]:
+    hosts: dict[str, Any] = {}
+    for name, item in sorted(dict(outcome).items()):
+        if isinstance(item, Exception):
+            hosts[name] = {"ok": False, "detail": str(item)}
+        else:
+            hosts[name] = {"ok": True, "detail": str(item)}
+    return {"hosts": hosts}
+
+
+@cli.group()
+def integrity() -> None:
+    """Compare hosts with their signed baselines."""
+
+
+@integrity.command("check")
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
+@scope_options
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def integrity_check(ctx: click.Context, inventory_path: str, campuses: tuple[str, ...], segments: tuple[str, ...],
+                    hosts: tuple[str, ...], as_json: bool) -> None:
+    """Exit 1 when any host differs from its baseline, naming every differing path."""
+    from orchestrator.drivers.ssh import SshDriver
+    from orchestrator.integrity import check_all
+    from orchestrator.planner import resolve_scope
+
+    inventory = load(inventory_path)
+    settings = settings_from(ctx)
+    names = resolve_scope(inventory, make_scope(campuses, segments, hosts)).hosts
+    ssh = SshDriver(inventory)
+    try:
+        outcome = check_all(ssh, inventory, names, settings, forks=settings.forks)
+    finally:
+        ssh.close()
+    doc: dict[str, Any] = {"hosts": {}}
+    bad = False
+    for name, item in sorted(dict(outcome).items()):
+        if isinstance(item, Exception):
+            bad = True
+            doc["hosts"][name] = {"clean": False, "error": str(item), "differences": []}
+            if not as_json:
+                console.print(f"[red]not checked[/] {name}: {item}", soft_wrap=True)
+            continue
+        diffs = [{"category": d.category, "path": d.path, "detail": d.detail} for d in item.differences]
+        bad = bad or not item.clean
+        doc["hosts"][name] = {"clean": item.clean, "differences": diffs}
+        if not as_json:
+            if item.clean:
+                console.print(f"[green]clean[/] {name}")
+            else:
+                console.print(f"[red]DIFFERS[/] {name}: {len(diffs)} difference(s)")
+                for d in diffs:
+                    console.print(f"    {d['category']:16} {d['path']}  {d['detail']}", soft_wrap=True,
+                                  markup=False)
+    if as_json:
+        emit_json(doc)
+    raise Exit(EXIT_FAILED if bad else EXIT_OK)
 
 
 # --------------------------------------------------------------------------------------------

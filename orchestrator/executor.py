@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, assert_never
 
@@ -38,7 +39,7 @@ from orchestrator.model import (
 from orchestrator.verify import Probes, wait_until
 
 
-class ApprovalPolicy(str, Enum):
+class ApprovalPolicy(StrEnum):
     ALL = "all"  # approve every gate up front (journaled as such)
     EACH = "each"  # ask the operator at each gate
     NONE = "none"  # no approval given: gates refuse
@@ -160,16 +161,14 @@ class Drivers:
             if host.power not in self._power:
                 from orchestrator.drivers import power_driver_class
 
-                self._power[host.power] = power_driver_class(host.power)(self.inventory)
+                self._power[host.power] = power_driver_class(host.power)()
             return self._power[host.power]
 
     def close(self) -> None:
         for driver in (self._ssh, self._net):
             if driver is not None:
-                try:
+                with contextlib.suppress(Exception):  # closing must not hide the run's outcome
                     driver.close()
-                except Exception:  # noqa: BLE001 - closing must not hide the run's outcome
-                    pass
 
 
 class StepFailed(Exception):  # noqa: N818 - internal control flow, never escapes the executor
@@ -302,7 +301,7 @@ class Executor:
         except OrchestratorError as exc:
             result = StepResult(step.id, StepStatus.FAILED, error=f"{exc.code}: {exc}",
                                 duration_s=round(time.monotonic() - t0, 3))
-        except Exception as exc:  # noqa: BLE001 - any failure is recorded against the step, the run goes on
+        except Exception as exc:
             result = StepResult(step.id, StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
                                 duration_s=round(time.monotonic() - t0, 3))
         self._finish(step, result)
@@ -665,7 +664,8 @@ class Executor:
         quarantined = sorted(h for h in self.quarantined if self.inventory.hosts[h].tier == step.tier)
         if step.target == "links":
             links = [s.target for s in self.plan.steps() if s.action is Action.RESTORE_LINK]
-            return f"restore external links: {', '.join(links)}; quarantined hosts: {', '.join(self.quarantined) or 'none'}"
+            held = ", ".join(self.quarantined) or "none"
+            return f"restore external links: {', '.join(links)}; quarantined hosts: {held}"
         return (f"{step.target}: passed {', '.join(passed) or 'none'}; "
                 f"quarantined {', '.join(quarantined) or 'none'}")
 
@@ -679,13 +679,11 @@ class Executor:
             if res is None or not res.ok:
                 continue
             if s.action in (Action.CUT_LINK, Action.ISOLATE_SEGMENT):
-                checks.append((s.id, lambda s=s: bool(net.is_in_force(s.device, s.action.value, s.target))))
+                checks.append((s.id, _in_force_check(net, s)))
             elif s.action is Action.STOP_HOST:
-                host = self.inventory.hosts[s.target]
-                checks.append((s.id, lambda host=host: self.probes.host_off(host).passed))
+                checks.append((s.id, _off_check(self.probes, self.inventory.hosts[s.target])))
         for name in self.plan.kept:
-            host = self.inventory.hosts[name]
-            checks.append((f"kept:{name}", lambda host=host: self.probes.ssh_answers(host, 2.0)))
+            checks.append((f"kept:{name}", _answers_check(self.probes, self.inventory.hosts[name])))
         with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(checks) or 1))) as pool:
             outcomes = dict(zip([c[0] for c in checks], pool.map(lambda c: _safe(c[1]), checks), strict=True))
         failed = sorted(k for k, ok in outcomes.items() if not ok)
@@ -698,10 +696,22 @@ class Executor:
         self.rec.emit("ansible-event", **{k: v for k, v in event.items() if k not in ("type", "ts")})
 
 
+def _in_force_check(net: Any, step: Step) -> Callable[[], bool]:
+    return lambda: bool(net.is_in_force(step.device, step.action.value, step.target))
+
+
+def _off_check(probes: Probes, host: Host) -> Callable[[], bool]:
+    return lambda: probes.host_off(host).passed
+
+
+def _answers_check(probes: Probes, host: Host) -> Callable[[], bool]:
+    return lambda: probes.ssh_answers(host, 2.0)
+
+
 def _safe(check: Callable[[], bool]) -> bool:
     try:
         return check()
-    except Exception:  # noqa: BLE001 - a probe that cannot run proves nothing: counted as failed
+    except Exception:
         return False
 
 

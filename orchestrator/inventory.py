@@ -9,6 +9,7 @@ a YAML loader would silently keep the last one, a safety tool must not.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -217,10 +218,8 @@ def _network(value: Any, path: KeyPath, problems: _Problems) -> ipaddress.IPv4Ne
         return ipaddress.IPv4Network(str(value), strict=True)
     except ValueError as exc:
         hint = "write the network in CIDR form with host bits zero, e.g. 10.10.2.0/24"
-        try:
+        with contextlib.suppress(ValueError):
             hint = f"did you mean {ipaddress.IPv4Network(str(value), strict=False)}?"
-        except ValueError:
-            pass
         problems.add(path, f"'{value}' is not an IPv4 network ({exc})", hint)
         return None
 

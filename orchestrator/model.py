@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 IPv4Address = ipaddress.IPv4Address
@@ -21,7 +21,7 @@ IPv4Network = ipaddress.IPv4Network
 # --------------------------------------------------------------------------------------------
 
 
-class LinkKind(str, Enum):
+class LinkKind(StrEnum):
     VENDOR = "vendor"
     INTERNET = "internet"
     WAN = "wan"
@@ -168,13 +168,13 @@ class Inventory:
 # --------------------------------------------------------------------------------------------
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     CONTAIN = "contain"
     SHUTDOWN = "shutdown"
     RESTORE = "restore"
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     BACKUP_CONFIG = "backup-config"
     CUT_LINK = "cut-link"
     ISOLATE_SEGMENT = "isolate-segment"
@@ -188,7 +188,7 @@ class Action(str, Enum):
     RESTORE_LINK = "restore-link"
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     CONTAIN = "contain"
     SHUTDOWN = "shutdown"
     VERIFY = "verify"
@@ -283,7 +283,7 @@ class Plan:
 # --------------------------------------------------------------------------------------------
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     VERIFIED = "verified"  # done (or already in force) and proven by an independent probe
     FAILED = "failed"  # attempted, and the probe says it did not happen
     SKIPPED = "skipped"  # not attempted because something it requires failed

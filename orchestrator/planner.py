@@ -256,7 +256,10 @@ def canonical_json(document: object) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def build_plan(inventory: Inventory, mode: Mode, scope: Scope = Scope(), *,
+WHOLE_SITE = Scope()
+
+
+def build_plan(inventory: Inventory, mode: Mode, scope: Scope = WHOLE_SITE, *,
                selection: Selection | None = None) -> Plan:
     """Build the plan. ``selection`` overrides the scope (restore of exactly what one run did)."""
     sel = selection or resolve_scope(inventory, scope)
@@ -310,7 +313,7 @@ def plan_from_dict(document: Mapping[str, object]) -> Plan:
         kept = document.get("kept") or {}
         assert isinstance(kept, dict)
         plan = Plan(
-            mode=Mode(document["mode"]), site=str(document["site"]), inventory_path=str(document["inventory"]),
+            mode=Mode(str(document["mode"])), site=str(document["site"]), inventory_path=str(document["inventory"]),
             inventory_sha256=str(document["inventory_sha256"]), plan_id=str(document["plan_id"]),
             scope=Scope(campuses=tuple(scope_doc.get("campuses", ())), segments=tuple(scope_doc.get("segments", ())),
                         hosts=tuple(scope_doc.get("hosts", ()))),

@@ -99,7 +99,7 @@ def start_run(inventory: Inventory, plan: Plan, settings: Settings, options: Run
             from orchestrator.report import topology_of
 
             topology: Any = topology_of(inventory)
-        except Exception:  # noqa: BLE001 - the report's topology is a convenience, not evidence
+        except Exception:
             topology = None
         recorder.emit(
             "run-started", operator=options.operator or current_operator(), host=socket.gethostname(),
@@ -272,8 +272,8 @@ def selection_from_run(settings: Settings, run_id: str, inventory: Inventory) ->
         raise UsageError(f"run {run_id} touched things the inventory no longer has: {', '.join(unknown)}",
                          hint="restore with the inventory that run used: " + str(settings.run_dir(run_id) /
                                                                                   "inventory.yml"))
-    devices = sorted({inventory.segments[s].gateway for s in segments if inventory.segments[s].gateway}
-                     | {inventory.links[k].device for k in links})
+    gateways = {inventory.segments[s].gateway for s in segments}
+    devices = sorted({g for g in gateways if g is not None} | {inventory.links[k].device for k in links})
     return Selection(hosts=tuple(hosts), segments=tuple(segments), links=tuple(links), devices=tuple(devices))
 
 
