@@ -78,7 +78,7 @@ def resolve_scope(inventory: Inventory, scope: Scope) -> Selection:
         hosts |= set(scope.hosts)
         segments = {s.name for s in inventory.segments.values() if s.campus in scope.campuses}
         segments |= set(scope.segments)
-        segments |= {inventory.hosts[h].segment for h in scope.hosts}
+        segments |= {inventory.hosts[h].segment for h in hosts}
         segments.discard(mgmt)
         links = {
             link.name for link in inventory.links.values()
@@ -277,7 +277,8 @@ def build_plan(inventory: Inventory, mode: Mode, scope: Scope = WHOLE_SITE, *,
     else:
         phases = _restore_waves(inventory, sel)
     waves = tuple(Wave(index=i, phase=phase, steps=tuple(steps)) for i, (phase, steps) in enumerate(phases))
-    kept = {h: why for h, why in inventory.keep_reasons().items() if h in set(sel.hosts)}
+    selected = set(sel.hosts)
+    kept = {h: why for h, why in inventory.keep_reasons().items() if h in selected}
     plan = Plan(
         mode=mode, site=inventory.site.name, inventory_path=inventory.path,
         inventory_sha256=inventory.sha256, plan_id="", scope=scope, waves=waves, kept=kept,
@@ -321,7 +322,7 @@ def plan_from_dict(document: Mapping[str, object]) -> Plan:
         )
     except PlanError:
         raise
-    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, AssertionError) as exc:
         raise PlanError(f"the plan document is malformed ({type(exc).__name__}: {exc})",
                         hint="re-create it with `orchestrator plan ... -o FILE`; never edit a plan by hand") from None
     if plan_id_of(plan.as_dict()) != plan.plan_id:
