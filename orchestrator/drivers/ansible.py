@@ -1,0 +1,560 @@
+"""The ansible driver: one typed wrapper over ``ansible_runner.run`` and the playbooks in ``playbooks/``.
+
+Only ansible-runner's public interface is used (``ansible_runner.run``); Ansible itself is never
+imported. Each call runs one ``ansible-playbook`` process for a whole wave of hosts and returns a
+value: a :class:`PlaybookRun` with one :class:`HostOutcome` per host. Exceptions mean "cannot
+continue" (unknown host, missing playbook, an event sink that fails, a refused power-off).
+
+Secure, explicit settings (ansible-runner's ``envvars``/``settings``, never ambient config):
+host-key checking on, strict SSH options from the inventory export, pipelining, bounded forks,
+SSH ControlMaster with a short control-path directory, no retry files, no implicit fact
+gathering, nothing printed (``quiet``), a job timeout reported as a failure.
+
+Runner events become small dicts for ``event_sink`` (task started/ok/changed/failed/unreachable/
+skipped per host), carrying a short message with every known secret masked, never raw results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.ansible_inventory import to_ansible_inventory
+from orchestrator.errors import DriverError, SafetyInterlock, UsageError
+from orchestrator.model import Inventory
+
+EventSink = Callable[[dict[str, Any]], None]
+
+STOP_HOST_PLAYBOOK = "stop-host.yml"
+CHECK_HEALTH_PLAYBOOK = "check-health.yml"
+# The stop-host task whose lost connection means "the machine is going down": let verification judge.
+POWER_OFF_TASK_PREFIX = "Power off"
+
+HOST_STATUSES = ("ok", "changed", "failed", "unreachable", "skipped")
+_MESSAGE_MAX = 400
+_MASK = "********"
+# Environment variables whose values stay readable in ansible-runner's ``command`` artifact.
+_ENV_KEEP_PREFIXES = ("ANSIBLE_",)
+_ENV_KEEP = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "PWD", "USER", "SHELL", "TERM"})
+
+
+def default_playbooks_dir() -> Path:
+    """``playbooks/`` next to the package (a source checkout or an editable install)."""
+    return Path(__file__).resolve().parents[2] / "playbooks"
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    host: str
+    status: str  # "ok" | "changed" | "failed" | "unreachable" | "skipped"
+    message: str
+    results: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in ("ok", "changed")
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    playbook: str
+    rc: int
+    status: str  # ansible-runner's: "successful" | "failed" | "timeout" | "canceled"
+    hosts: Mapping[str, HostOutcome]
+    duration_s: float
+    artifact_dir: str
+
+    @property
+    def failed_hosts(self) -> tuple[str, ...]:
+        return tuple(h for h, o in self.hosts.items() if o.status in ("failed", "unreachable"))
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.failed_hosts
+
+
+class RunnerResult(Protocol):
+    """What this driver reads from ``ansible_runner.run``'s return value."""
+
+    rc: int
+    status: str
+
+
+RunFunction = Callable[..., RunnerResult]
+
+
+# --------------------------------------------------------------------------------------------
+# Pure logic: runner events -> sink events and host outcomes (unit-tested without Ansible)
+# --------------------------------------------------------------------------------------------
+
+_RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+}
+
+
+class Masker:
+    """Replaces known secret values (the passwords the inventory's credentials reference)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    @classmethod
+    def for_inventory(cls, inventory: Inventory, environ: Mapping[str, str] | None = None) -> Masker:
+        env = os.environ if environ is None else environ
+        names = {c.password_env for c in inventory.credentials.values() if c.password_env}
+        return cls(env.get(n, "") for n in names)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _MASK)
+        return text
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 3] + "..."
+
+
+def result_message(res: Mapping[str, Any]) -> str:
+    """A one-line summary of a task result: its failed loop items, else msg, stderr, stdout."""
+    results = res.get("results")
+    if isinstance(results, list):
+        parts = [
+            f"{r.get('item', '?')}: {result_message(r)}"
+            for r in results
+            if isinstance(r, Mapping) and (r.get("failed") or r.get("unreachable"))
+        ]
+        if parts:
+            return _short("; ".join(parts))
+    for key in ("msg", "stderr", "stdout", "module_stderr", "module_stdout"):
+        value = res.get(key)
+        if isinstance(value, str) and value.strip():
+            return _short(value)
+        if isinstance(value, list) and value:
+            return _short(" ".join(str(v) for v in value))
+    return ""
+
+
+def _event_status(event: str, res: Mapping[str, Any]) -> str | None:
+    status = _RESULT_EVENTS.get(event)
+    if status == "ok" and res.get("changed"):
+        return "changed"
+    return status
+
+
+def sink_event(runner_event: Mapping[str, Any], playbook: str, ident: str, mask: Masker) -> dict[str, Any] | None:
+    """The event the orchestrator journals for one runner event, or None for events it ignores.
+
+    Only names, statuses and a short masked message leave: never raw task results.
+    """
+    name = runner_event.get("event")
+    data = runner_event.get("event_data") or {}
+    host = data.get("host")
+    base = {"type": "ansible.task", "playbook": playbook, "run": ident}
+    if name == "runner_on_start" and host:
+        return {**base, "host": host, "task": data.get("task", ""), "status": "started", "message": ""}
+    if name in _RESULT_EVENTS and host:
+        res = data.get("res") or {}
+        status = _event_status(str(name), res)
+        message = mask(result_message(res)) if status in ("failed", "unreachable") else ""
+        out = {**base, "host": host, "task": data.get("task", ""), "status": status, "message": message}
+        if status == "failed" and data.get("ignore_errors"):
+            out["ignored"] = True
+        return out
+    return None
+
+
+@dataclass
+class _HostTrace:
+    """What happened to one host, in event order."""
+
+    tasks: list[dict[str, str]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    failed: str | None = None  # message of the last unrescued failure
+    unreachable: tuple[str, str] | None = None  # (task, message)
+    started: str | None = None  # task started with no result yet
+
+
+def _trace_events(events: Iterable[Mapping[str, Any]], mask: Masker) -> tuple[dict[str, _HostTrace], dict[str, Any]]:
+    traces: dict[str, _HostTrace] = {}
+    stats: dict[str, Any] = {}
+    for ev in events:
+        name = ev.get("event")
+        data = ev.get("event_data") or {}
+        if name == "playbook_on_stats":
+            stats = dict(data)
+            continue
+        host = data.get("host")
+        if not host:
+            continue
+        trace = traces.setdefault(str(host), _HostTrace())
+        task = str(data.get("task", ""))
+        if name == "runner_on_start":
+            trace.started = task
+            continue
+        if name not in _RESULT_EVENTS:
+            continue
+        res = data.get("res") or {}
+        status = _event_status(str(name), res) or "ok"
+        trace.started = None
+        message = mask(result_message(res))
+        trace.tasks.append({"task": task, "status": status, "message": message if status != "ok" else ""})
+        if status in ("ok", "changed"):
+            facts = res.get("ansible_facts")
+            if isinstance(facts, Mapping):
+                trace.facts.update(facts)
+        elif status == "failed" and not data.get("ignore_errors"):
+            trace.failed = f"{task}: {message}" if message else task
+        elif status == "unreachable":
+            trace.unreachable = (task, message)
+    return traces, stats
+
+
+def _count(stats: Mapping[str, Any], key: str, host: str) -> int:
+    table = stats.get(key) or {}
+    value = table.get(host, 0) if isinstance(table, Mapping) else 0
+    return int(value or 0)
+
+
+def _unreachable_outcome(host: str, task: str, message: str, results: dict[str, Any]) -> HostOutcome:
+    if task.startswith(POWER_OFF_TASK_PREFIX):
+        text = (
+            "connection lost during power-off (expected while the machine goes down); "
+            "verification decides whether it is off"
+        )
+    else:
+        text = f"unreachable at task '{task}'"
+    if message:
+        text = f"{text}: {message}"
+    return HostOutcome(host, "unreachable", text, results)
+
+
+def host_outcomes(
+    hosts: Sequence[str],
+    events: Iterable[Mapping[str, Any]],
+    *,
+    runner_status: str,
+    rc: int,
+    timeout_s: float,
+    mask: Masker | None = None,
+) -> dict[str, HostOutcome]:
+    """One outcome per requested host, from the runner's events and final status.
+
+    Precedence: unreachable, then failed, then timeout (a host still running when the job was
+    killed, or never seen), then the play's stats (changed/ok/skipped).
+    """
+    mask = mask or Masker(())
+    traces, stats = _trace_events(events, mask)
+    out: dict[str, HostOutcome] = {}
+    for host in hosts:
+        trace = traces.get(host, _HostTrace())
+        results: dict[str, Any] = {"tasks": list(trace.tasks), **trace.facts}
+        if trace.unreachable is not None:
+            out[host] = _unreachable_outcome(host, trace.unreachable[0], trace.unreachable[1], results)
+        elif trace.failed is not None and (not stats or _count(stats, "failures", host) > 0):
+            out[host] = HostOutcome(host, "failed", trace.failed, results)
+        elif runner_status in ("timeout", "canceled") and not (stats and host in stats.get("processed", {})):
+            last = trace.started or (trace.tasks[-1]["task"] if trace.tasks else None)
+            where = f" (last task: {last})" if last else " (no task started)"
+            what = f"timed out after {timeout_s:g}s" if runner_status == "timeout" else "canceled"
+            out[host] = HostOutcome(host, "failed", f"{what}{where}", results)
+        elif not stats and not trace.tasks:
+            out[host] = HostOutcome(
+                host,
+                "failed",
+                f"ansible-playbook exited {rc} ({runner_status}) without running a task",
+                results,
+            )
+        elif _count(stats, "changed", host) > 0 or any(t["status"] == "changed" for t in trace.tasks):
+            out[host] = HostOutcome(host, "changed", _rescued_note(stats, host), results)
+        elif _count(stats, "ok", host) > 0 or any(t["status"] == "ok" for t in trace.tasks):
+            out[host] = HostOutcome(host, "ok", _rescued_note(stats, host), results)
+        else:
+            out[host] = HostOutcome(host, "skipped", "every task was skipped", results)
+    return out
+
+
+def _rescued_note(stats: Mapping[str, Any], host: str) -> str:
+    rescued = _count(stats, "rescued", host)
+    return f"{rescued} failed task(s) rescued; see results" if rescued else ""
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------------------------
+
+
+def _default_run(**kwargs: Any) -> RunnerResult:
+    import ansible_runner  # deferred: importing ansible-runner is slow and only this driver needs it
+
+    result: RunnerResult = ansible_runner.run(**kwargs)
+    return result
+
+
+class AnsibleDriver:
+    """Runs the host playbooks for a wave of hosts in one ``ansible-playbook`` process."""
+
+    name = "ansible"
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        work_dir: Path,
+        forks: int = 50,
+        event_sink: EventSink | None = None,
+        *,
+        playbooks_dir: Path | None = None,
+        run_function: RunFunction | None = None,
+    ) -> None:
+        if forks < 1:
+            raise UsageError(f"forks must be at least 1, not {forks}", target="ansible", hint="pass --forks 1 or more")
+        self.inventory = inventory
+        self.work_dir = Path(work_dir).absolute()
+        self.forks = forks
+        self.event_sink = event_sink
+        self.playbooks_dir = (playbooks_dir or default_playbooks_dir()).absolute()
+        self._run = run_function or _default_run
+        self._mask = Masker.for_inventory(inventory)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def run_playbook(
+        self,
+        playbook: str,
+        hosts: Sequence[str],
+        extravars: Mapping[str, Any] | None = None,
+        timeout_s: float = 120,
+        *,
+        host_vars: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> PlaybookRun:
+        """Run ``playbook`` (a name in ``playbooks/`` or a path) against ``hosts``, at most ``timeout_s``."""
+        if timeout_s <= 0:
+            raise UsageError(f"timeout must be positive, not {timeout_s}", target=playbook, hint="pass seconds > 0")
+        path = self._playbook_path(playbook)
+        hosts = list(dict.fromkeys(hosts))
+        ansible_inventory = to_ansible_inventory(self.inventory, hosts)
+        for host, extra in (host_vars or {}).items():
+            if host not in ansible_inventory["all"]["hosts"]:
+                raise UsageError(
+                    f"host vars given for {host}, which is not in this run",
+                    target=playbook,
+                    hint="pass host_vars only for hosts in the run",
+                )
+            ansible_inventory["all"]["hosts"][host].update(extra)
+        ident = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{path.stem}-{uuid.uuid4().hex[:8]}"
+        artifact_root = self.work_dir / "artifacts"
+        if not hosts:
+            return PlaybookRun(path.name, 0, "successful", {}, 0.0, str(artifact_root / ident))
+
+        inventory_file = self._write_inventory(ident, ansible_inventory)
+        self._emit(
+            {
+                "type": "ansible.playbook",
+                "phase": "start",
+                "playbook": path.name,
+                "run": ident,
+                "hosts": list(hosts),
+                "timeout_s": timeout_s,
+            }
+        )
+        events: list[Mapping[str, Any]] = []
+        sink_failure: list[BaseException] = []
+
+        def on_event(event: dict[str, Any]) -> bool:
+            events.append(event)
+            mapped = sink_event(event, path.name, ident, self._mask)
+            if mapped is not None and not sink_failure:
+                try:
+                    self._emit(mapped)
+                except Exception as exc:  # the journal cannot record: stop the run, re-raise after
+                    sink_failure.append(exc)
+            return True
+
+        control_dir = self.control_path_dir() / ident[-8:]
+        control_dir.mkdir(mode=0o700)
+        started = time.monotonic()
+        try:
+            result = self._run(
+                private_data_dir=str(self.work_dir),
+                project_dir=str(path.parent),
+                playbook=path.name,
+                inventory=str(inventory_file),
+                artifact_dir=str(artifact_root),
+                ident=ident,
+                limit=",".join(hosts),
+                forks=min(self.forks, len(hosts)),
+                extravars=dict(extravars or {}),
+                envvars=self.envvars(timeout_s, control_dir),
+                settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
+                quiet=True,
+                suppress_env_files=True,
+                timeout=max(1, round(timeout_s)),
+                event_handler=on_event,
+                cancel_callback=lambda: bool(sink_failure),
+            )
+        finally:
+            self._scrub_command_artifact(artifact_root / ident)
+            shutil.rmtree(control_dir, ignore_errors=True)  # idle masters exit after ControlPersist
+        duration = time.monotonic() - started
+        if sink_failure:
+            raise sink_failure[0]
+        rc = int(result.rc if result.rc is not None else 254)
+        status = str(result.status)
+        if status == "failed" and not any(e.get("event") == "playbook_on_start" for e in events):
+            raise DriverError(
+                f"ansible-playbook did not start (rc {rc}): {self._stdout_tail(artifact_root / ident)}",
+                target=path.name,
+                hint="check that ansible-core is installed next to the orchestrator (`make setup`) "
+                f"and that `ansible-playbook --syntax-check {path}` passes",
+            )
+        outcomes = host_outcomes(hosts, events, runner_status=status, rc=rc, timeout_s=timeout_s, mask=self._mask)
+        run = PlaybookRun(path.name, rc, status, outcomes, duration, str(artifact_root / ident))
+        self._emit(
+            {
+                "type": "ansible.playbook",
+                "phase": "end",
+                "playbook": path.name,
+                "run": ident,
+                "rc": rc,
+                "status": status,
+                "duration_s": round(duration, 3),
+                "hosts": {h: o.status for h, o in outcomes.items()},
+            }
+        )
+        return run
+
+    def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120) -> PlaybookRun:
+        """Stop each host's services, then power it off: one ``ansible-playbook`` for the whole wave.
+
+        A host whose connection drops during the power-off comes back "unreachable" with a
+        message saying so; whether it is really off is for verification to judge.
+        Refuses (SafetyInterlock) to touch a host that must keep running.
+        """
+        kept = self.inventory.keep_reasons()
+        refused = [h for h in hosts if h in kept]
+        if refused:
+            raise SafetyInterlock(
+                "refusing to power off host(s) that must keep running: "
+                + "; ".join(f"{h} ({kept[h]})" for h in refused),
+                target=",".join(refused),
+                hint="remove them from the wave; kept hosts are isolated, never powered off",
+            )
+        return self.run_playbook(STOP_HOST_PLAYBOOK, hosts, timeout_s=timeout_s)
+
+    def check_health(
+        self, hosts: Sequence[str], expected_ports: Mapping[str, Sequence[int]], timeout_s: float = 60
+    ) -> PlaybookRun:
+        """Services active and ports listening per host; ``results["health"]`` holds the details."""
+        host_vars = {h: {"expected_ports": [int(p) for p in expected_ports.get(h, ())]} for h in hosts}
+        return self.run_playbook(CHECK_HEALTH_PLAYBOOK, hosts, timeout_s=timeout_s, host_vars=host_vars)
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def envvars(self, timeout_s: float, control_dir: Path | None = None) -> dict[str, str]:
+        """Everything Ansible needs, explicit: nothing is left to ambient configuration.
+
+        ``control_dir`` holds this run's SSH control sockets: one per run, so a run never reuses a
+        master connection to a machine that has since been powered off (it would hang, not fail).
+        """
+        env = {
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_FORKS": str(self.forks),
+            "ANSIBLE_GATHERING": "explicit",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_STDOUT_CALLBACK": "minimal",
+            "ANSIBLE_NOCOLOR": "True",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+            "ANSIBLE_TIMEOUT": "10",
+            "ANSIBLE_SSH_RETRIES": "0",
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s -o ServerAliveInterval=5"
+            " -o ServerAliveCountMax=2",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir or self.control_path_dir()),
+            "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
+            "ANSIBLE_LOCAL_TEMP": str(self.work_dir / "tmp"),
+            "ANSIBLE_HOME": str(self.work_dir / "home"),
+        }
+        bin_dir = Path(sys.executable).parent
+        if (bin_dir / "ansible-playbook").exists():
+            # The console script may run without its virtualenv on PATH: use that venv's Ansible.
+            env["PATH"] = os.pathsep.join([str(bin_dir), os.environ.get("PATH", os.defpath)])
+        if timeout_s >= 20:
+            # A hung task fails its own host instead of the job timeout killing the whole wave.
+            env["ANSIBLE_TASK_TIMEOUT"] = str(int(timeout_s * 0.8))
+        return env
+
+    def control_path_dir(self) -> Path:
+        """The parent of the per-run control-socket directories, short enough for SSH (limit 107 bytes).
+
+        A socket path is this directory, ``/`` + 8 characters of run id, ``/`` + ``%C`` (40).
+        """
+        candidate = self.work_dir / "cp"
+        if len(str(candidate)) > 55:
+            digest = hashlib.sha256(str(self.work_dir).encode()).hexdigest()[:12]
+            candidate = Path("/tmp") / f"orchestrator-cp-{digest}"
+        candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return candidate
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _playbook_path(self, playbook: str) -> Path:
+        candidate = Path(playbook)
+        if not candidate.is_absolute():
+            candidate = self.playbooks_dir / playbook
+        if not candidate.is_file():
+            available = sorted(p.name for p in self.playbooks_dir.glob("*.yml")) if self.playbooks_dir.is_dir() else []
+            raise DriverError(
+                f"playbook not found: {candidate}",
+                target=playbook,
+                hint=f"playbooks in {self.playbooks_dir}: {', '.join(available) or '(none)'}",
+            )
+        return candidate
+
+    def _write_inventory(self, ident: str, data: Mapping[str, Any]) -> Path:
+        directory = self.work_dir / "inventories"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = directory / f"{ident}.json"
+        path.write_text(json.dumps(data, indent=1, sort_keys=True))
+        path.chmod(0o600)
+        return path
+
+    def _stdout_tail(self, artifact_dir: Path) -> str:
+        try:
+            text = (artifact_dir / "stdout").read_text(errors="replace")
+        except OSError:
+            return "(no output recorded)"
+        return _short(self._mask(" ".join(text.strip().splitlines()[-5:]))) or "(no output)"
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.event_sink is not None:
+            self.event_sink(event)
+
+    def _scrub_command_artifact(self, artifact_dir: Path) -> None:
+        """ansible-runner records the whole environment in ``command``: keep names, drop values."""
+        path = artifact_dir / "command"
+        if not path.is_file():
+            return
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            return
+        env = data.get("env")
+        if isinstance(env, dict):
+            data["env"] = {
+                k: (v if k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES) else _MASK) for k, v in env.items()
+            }
+        path.write_text(self._mask(json.dumps(data)))

@@ -1,0 +1,225 @@
+"""The ansible driver and the playbooks against the nspawn lab (marker ``lab``, fixtures in conftest).
+
+Tests that power hosts off bring them back on through the lab's power driver, so the lab is left
+as found. Wall times are recorded as test properties (``--junitxml`` shows them).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import lab
+from orchestrator.ansible_inventory import to_ansible_inventory
+from orchestrator.drivers.ansible import AnsibleDriver, PlaybookRun
+from orchestrator.drivers.power import LabPower
+from orchestrator.model import Inventory
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+RecordProperty = Callable[[str, object], None]
+
+
+def ssh_banner(address: str, timeout: float = 1.0) -> bool:
+    """True when something on address:22 speaks SSH (a refused, timed-out or dropped port is False)."""
+    try:
+        with socket.create_connection((address, 22), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def ssh_silent(address: str) -> bool:
+    return not ssh_banner(address)
+
+
+def power_stopped(host: str) -> bool:
+    return LabPower().state(host) == "stopped"
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def expected_ports(inventory: Inventory, hosts: Iterable[str]) -> dict[str, list[int]]:
+    return {h: [22, *(int(p) for p in inventory.hosts[h].vars.get("service_ports", {}).values())] for h in hosts}
+
+
+def stoppable(inventory: Inventory) -> list[str]:
+    kept = inventory.keep_reasons()
+    return [h for h in sorted(inventory.hosts) if h not in kept]
+
+
+@pytest.fixture
+def driver(lab_inventory: Inventory, lab_up_status: lab.LabStatus, tmp_path: Path) -> AnsibleDriver:
+    return AnsibleDriver(lab_inventory, tmp_path / "ansible", forks=50)
+
+
+@pytest.fixture
+def restore_power(lab_inventory: Inventory) -> Iterator[list[str]]:
+    """Hosts appended to the yielded list are powered back on (and waited for) after the test."""
+    touched: list[str] = []
+    yield touched
+    power = LabPower()
+    for host in touched:
+        if power.state(host) == "stopped":
+            power.power_on(host)
+    for host in touched:
+        address = str(lab_inventory.hosts[host].management_address)
+        wait_for(f"{host} answers SSH again", partial(ssh_banner, address), 90)
+
+
+def assert_really_off(inventory: Inventory, run: PlaybookRun, hosts: list[str]) -> float:
+    """Every host: the play got to the power-off, SSH stops answering and the lab's power says off."""
+    for host in hosts:
+        outcome = run.hosts[host]
+        assert outcome.status == "changed" or (
+            outcome.status == "unreachable" and "during power-off" in outcome.message
+        ), f"{host}: {outcome}"
+    started = time.monotonic()
+    for host in hosts:
+        address = str(inventory.hosts[host].management_address)
+        wait_for(f"{host} SSH stops answering", partial(ssh_silent, address), 60)
+        wait_for(f"{host} power says stopped", partial(power_stopped, host), 120)
+    return time.monotonic() - started
+
+
+def test_check_health_reports_services_active_and_ports_listening(
+    driver: AnsibleDriver, lab_inventory: Inventory, record_testsuite_property: RecordProperty
+) -> None:
+    hosts = sorted(lab_inventory.hosts)
+    events: list[dict[str, object]] = []
+    driver.event_sink = events.append
+    run = driver.check_health(hosts, expected_ports(lab_inventory, hosts))
+    record_testsuite_property("check_health_all_hosts_s", round(run.duration_s, 2))
+    assert run.ok, {h: o.message for h, o in run.hosts.items() if not o.succeeded}
+    for host in hosts:
+        health = run.hosts[host].results["health"]
+        assert health["healthy"] is True
+        assert set(health["services"]) == set(lab_inventory.hosts[host].services)
+        assert set(health["services"].values()) == {"active"}
+        assert 22 in health["listening"]
+    started = {(e["host"], e["task"]) for e in events if e.get("status") == "started"}
+    assert len(started) >= len(hosts)
+
+
+def test_check_health_fails_a_host_with_a_missing_port_or_stopped_service(
+    driver: AnsibleDriver, lab_inventory: Inventory, lab_run: Callable[..., object]
+) -> None:
+    host = "deu-lab-app1"
+    service = "lab-app"
+    lab_run(host, f"systemctl stop {service}")
+    try:
+        run = driver.check_health([host, "deu-ws1"], {host: [22, 8082], "deu-ws1": [22, 9]})
+    finally:
+        lab_run(host, f"systemctl start {service}")
+    app, ws = run.hosts[host], run.hosts["deu-ws1"]
+    assert app.status == "failed" and service in app.message
+    assert app.results["health"]["inactive_services"] == [service]
+    assert app.results["health"]["missing_ports"] == [8082]
+    assert ws.status == "failed" and ws.results["health"]["missing_ports"] == [9]
+    assert run.failed_hosts == (host, "deu-ws1")
+
+
+def test_stop_host_really_stops_one_host(
+    driver: AnsibleDriver,
+    lab_inventory: Inventory,
+    restore_power: list[str],
+    record_testsuite_property: RecordProperty,
+) -> None:
+    host = "deu-ws2"
+    assert ssh_banner(str(lab_inventory.hosts[host].management_address))
+    restore_power.append(host)
+    started = time.monotonic()
+    run = driver.stop_hosts([host])
+    stop_s = time.monotonic() - started
+    off_s = assert_really_off(lab_inventory, run, [host])
+    record_testsuite_property("stop_hosts_one_host_s", round(stop_s, 2))
+    record_testsuite_property("stop_hosts_one_host_until_off_s", round(stop_s + off_s, 2))
+    assert run.hosts[host].results.get("stop_host_report", {}).get("services_failed", []) == []
+
+
+def test_stop_hosts_whole_wave_in_one_run_keeps_the_island(
+    driver: AnsibleDriver,
+    lab_inventory: Inventory,
+    restore_power: list[str],
+    record_testsuite_property: RecordProperty,
+) -> None:
+    hosts = stoppable(lab_inventory)
+    kept = sorted(lab_inventory.keep_reasons())
+    assert kept and hosts
+    restore_power.extend(hosts)
+    started = time.monotonic()
+    run = driver.stop_hosts(hosts)
+    stop_s = time.monotonic() - started
+    off_s = assert_really_off(lab_inventory, run, hosts)
+    record_testsuite_property("stop_hosts_wave_hosts", len(hosts))
+    record_testsuite_property("stop_hosts_wave_s", round(stop_s, 2))
+    record_testsuite_property("stop_hosts_wave_until_off_s", round(stop_s + off_s, 2))
+    for host in hosts:  # services were stopped first, in reverse order, never ssh
+        report = run.hosts[host].results.get("stop_host_report")
+        if report is not None:
+            wanted = [s for s in reversed(lab_inventory.hosts[host].services) if s != "ssh"]
+            assert report["services_stopped"] == wanted
+    for host in kept:
+        assert ssh_banner(str(lab_inventory.hosts[host].management_address)), f"kept host {host} went down"
+
+
+def test_hosts_come_back_healthy_after_power_on(driver: AnsibleDriver, lab_inventory: Inventory) -> None:
+    """Runs after the stop tests: the lab is left as found (services enabled, ports listening)."""
+    hosts = sorted(lab_inventory.hosts)
+    deadline = time.monotonic() + 60
+    while True:
+        run = driver.check_health(hosts, expected_ports(lab_inventory, hosts))
+        if run.ok or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert run.ok, {h: o.message for h, o in run.hosts.items() if not o.succeeded}
+
+
+def test_manual_fallback_with_ansible_playbook_by_hand(lab_inventory: Inventory, tmp_path: Path) -> None:
+    """The documented fallback: export the inventory, run a playbook with plain ansible-playbook."""
+    hosts_file = tmp_path / "hosts.yml"
+    hosts_file.write_text(yaml.safe_dump(to_ansible_inventory(lab_inventory)))
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [
+            str(bin_dir / "ansible-playbook"),
+            "-i",
+            str(hosts_file),
+            "playbooks/check-health.yml",
+            "--limit",
+            "ant-ad1",
+            "-e",
+            json.dumps({"expected_ports": [22, 8389]}),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "ANSIBLE_HOME": str(tmp_path / "ah"),
+            "ANSIBLE_CONFIG": str(REPO / "playbooks" / "ansible.cfg"),
+        },
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "failed=0" in proc.stdout and "unreachable=0" in proc.stdout

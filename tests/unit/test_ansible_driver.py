@@ -1,0 +1,507 @@
+"""orchestrator.drivers.ansible: event mapping, outcomes, runner settings; the playbooks lint clean.
+
+The runner is faked (pure logic); ansible-lint and ansible-playbook --syntax-check run for real.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator.drivers.ansible import (
+    POWER_OFF_TASK_PREFIX,
+    AnsibleDriver,
+    Masker,
+    default_playbooks_dir,
+    host_outcomes,
+    sink_event,
+)
+from orchestrator.errors import DriverError, SafetyInterlock, UsageError
+from orchestrator.model import Credential, Host, Inventory, Island, Segment, Site
+
+BIN = Path(sys.executable).parent
+PLAYBOOKS = default_playbooks_dir()
+PASSWORD = "s3cret-Pa55word!"
+POWER_OFF = "Power off (scheduled in systemd, survives the SSH connection dropping)"
+
+
+def make_inventory(tmp_path: Path) -> Inventory:
+    def host(name: str, segment: str, n: int, credentials: str = "lab", **kw: Any) -> Host:
+        address = ipaddress.IPv4Address(f"10.10.{n}.10")
+        return Host(name, segment, address, address + 1000, credentials, **kw)
+
+    hosts = [
+        host("ant-ad1", "servers", 2, tier=0),
+        host("ant-emr-db1", "servers", 3, tier=1, depends_on=("ant-ad1",), services=("postgresql",)),
+        host("ant-ed-triage1", "ed", 5, tier=2),
+        host("deu-files1", "servers", 6, credentials="vault", tier=2),
+    ]
+    return Inventory(
+        path=str(tmp_path / "inventory.yml"),
+        sha256="0" * 64,
+        site=Site("example-hospital"),
+        management_segment="mgmt",
+        campuses={},
+        segments={
+            "mgmt": Segment("mgmt", ipaddress.IPv4Network("10.99.0.0/16"), "management"),
+            "servers": Segment("servers", ipaddress.IPv4Network("10.10.0.0/16"), "servers"),
+            "ed": Segment("ed", ipaddress.IPv4Network("10.11.0.0/16"), "emergency"),
+        },
+        devices={},
+        links={},
+        hosts={h.name: h for h in hosts},
+        islands={"emergency-department": Island("emergency-department", "ED keeps operating", segments=("ed",))},
+        credentials={
+            "lab": Credential("lab", "root", key_file="lab_key", known_hosts="known_hosts"),
+            "vault": Credential("vault", "ops", password_env="VAULT_OPS_PASSWORD"),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic runner events
+# --------------------------------------------------------------------------------------------
+
+
+def ev(event: str, host: str | None = None, task: str = "t", **data: Any) -> dict[str, Any]:
+    event_data: dict[str, Any] = {"task": task, **data}
+    if host is not None:
+        event_data["host"] = host
+    return {"event": event, "event_data": event_data, "uuid": "u", "counter": 1}
+
+
+def ok(host: str, task: str, changed: bool = False, **res: Any) -> dict[str, Any]:
+    return ev("runner_on_ok", host, task, res={"changed": changed, **res})
+
+
+def stats(**per_key: dict[str, int]) -> dict[str, Any]:
+    keys = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored", "processed")
+    return {"event": "playbook_on_stats", "event_data": {k: per_key.get(k, {}) for k in keys}}
+
+
+def stop_events(host: str) -> list[dict[str, Any]]:
+    return [
+        ev("runner_on_start", host, "Stop service"),
+        ok(host, "Stop service", changed=True),
+        ok(host, "Report what was stopped", ansible_facts={"stop_host_report": {"services_failed": []}}),
+        ev("runner_on_start", host, POWER_OFF),
+        ok(host, POWER_OFF, changed=True),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# sink_event
+# --------------------------------------------------------------------------------------------
+
+
+def test_sink_event_maps_start_ok_changed_failed_unreachable_skipped() -> None:
+    mask = Masker(())
+    assert sink_event(ev("runner_on_start", "h1", "Stop service"), "stop-host.yml", "r1", mask) == {
+        "type": "ansible.task",
+        "playbook": "stop-host.yml",
+        "run": "r1",
+        "host": "h1",
+        "task": "Stop service",
+        "status": "started",
+        "message": "",
+    }
+    assert sink_event(ok("h1", "x"), "p", "r", mask)["status"] == "ok"  # type: ignore[index]
+    assert sink_event(ok("h1", "x", changed=True), "p", "r", mask)["status"] == "changed"  # type: ignore[index]
+    failed = sink_event(ev("runner_on_failed", "h1", "x", res={"msg": "boom"}), "p", "r", mask)
+    assert failed is not None and failed["status"] == "failed" and failed["message"] == "boom"
+    dark = sink_event(ev("runner_on_unreachable", "h1", "x", res={"msg": "no route"}), "p", "r", mask)
+    assert dark is not None and dark["status"] == "unreachable" and dark["message"] == "no route"
+    skipped = sink_event(ev("runner_on_skipped", "h1", "x", res={}), "p", "r", mask)
+    assert skipped is not None and skipped["status"] == "skipped"
+    assert sink_event(ev("playbook_on_play_start"), "p", "r", mask) is None
+    assert sink_event(stats(), "p", "r", mask) is None
+
+
+def test_sink_event_never_carries_results_or_secrets() -> None:
+    mask = Masker([PASSWORD])
+    res = {"msg": f"login failed for ops:{PASSWORD}", "stdout": "x" * 5000, "ansible_facts": {"k": PASSWORD}}
+    out = sink_event(ev("runner_on_failed", "h1", "x", res=res), "p", "r", mask)
+    text = json.dumps(out)
+    assert PASSWORD not in text and "********" in text
+    assert "ansible_facts" not in text and len(text) < 1000
+
+
+# --------------------------------------------------------------------------------------------
+# host_outcomes
+# --------------------------------------------------------------------------------------------
+
+
+def test_outcome_changed_with_results_from_facts() -> None:
+    events = [*stop_events("h1"), stats(ok={"h1": 3}, changed={"h1": 2}, processed={"h1": 1})]
+    out = host_outcomes(["h1"], events, runner_status="successful", rc=0, timeout_s=60)
+    assert out["h1"].status == "changed" and out["h1"].succeeded
+    assert out["h1"].results["stop_host_report"] == {"services_failed": []}
+    assert [t["task"] for t in out["h1"].results["tasks"]] == [
+        "Stop service",
+        "Report what was stopped",
+        POWER_OFF,
+    ]
+
+
+def test_outcome_unreachable_during_power_off_is_left_to_verification() -> None:
+    events = [
+        *stop_events("h1")[:3],
+        ev("runner_on_start", "h1", POWER_OFF),
+        ev("runner_on_unreachable", "h1", POWER_OFF, res={"msg": "Connection closed by remote host"}),
+        stats(ok={"h1": 2}, changed={"h1": 1}, dark={"h1": 1}, processed={"h1": 1}),
+    ]
+    out = host_outcomes(["h1"], events, runner_status="failed", rc=4, timeout_s=60)
+    assert out["h1"].status == "unreachable"
+    assert "during power-off" in out["h1"].message and "verification decides" in out["h1"].message
+    assert "Connection closed" in out["h1"].message
+
+
+def test_outcome_unreachable_before_anything() -> None:
+    events = [
+        ev("runner_on_start", "h2", "Refuse to power off a host that must keep running"),
+        ev(
+            "runner_on_unreachable",
+            "h2",
+            "Refuse to power off a host that must keep running",
+            res={"msg": "ssh: connect to host 10.99.2.10 port 22: No route to host"},
+        ),
+        stats(dark={"h2": 1}, processed={"h2": 1}),
+    ]
+    out = host_outcomes(["h2"], events, runner_status="failed", rc=4, timeout_s=60)
+    assert out["h2"].status == "unreachable"
+    assert out["h2"].message.startswith("unreachable at task 'Refuse") and "No route" in out["h2"].message
+
+
+def test_outcome_message_from_failed_loop_items() -> None:
+    res = {
+        "msg": "All items completed",
+        "results": [
+            {"item": "emr-app", "changed": True},
+            {"item": "emr-db", "unreachable": True, "msg": "Connection timed out during banner exchange"},
+        ],
+    }
+    events = [ev("runner_on_unreachable", "h1", "Stop service", res=res), stats(dark={"h1": 1})]
+    out = host_outcomes(["h1"], events, runner_status="failed", rc=4, timeout_s=60)
+    assert out["h1"].message == (
+        "unreachable at task 'Stop service': emr-db: Connection timed out during banner exchange"
+    )
+
+
+def test_outcome_failed_names_task_and_message() -> None:
+    events = [
+        ev("runner_on_failed", "h1", "Fail when unhealthy", res={"msg": "unhealthy: inactive services ['x']"}),
+        stats(failures={"h1": 1}, processed={"h1": 1}),
+    ]
+    out = host_outcomes(["h1"], events, runner_status="failed", rc=2, timeout_s=60)
+    assert out["h1"].status == "failed"
+    assert out["h1"].message == "Fail when unhealthy: unhealthy: inactive services ['x']"
+
+
+def test_outcome_rescued_failure_is_not_failed() -> None:
+    events = [
+        ev("runner_on_failed", "h1", "Stop service", res={"msg": "Could not find the requested service x"}),
+        ok("h1", "Record the services that did not stop", ansible_facts={"stop_host_service_failures": ["x"]}),
+        ok("h1", POWER_OFF, changed=True),
+        stats(ok={"h1": 2}, changed={"h1": 1}, rescued={"h1": 1}, processed={"h1": 1}),
+    ]
+    out = host_outcomes(["h1"], events, runner_status="successful", rc=0, timeout_s=60)
+    assert out["h1"].status == "changed"
+    assert "rescued" in out["h1"].message
+    assert out["h1"].results["stop_host_service_failures"] == ["x"]
+
+
+def test_outcome_ignored_failure_is_not_failed() -> None:
+    events = [
+        ev("runner_on_failed", "h1", "probe", res={"msg": "nope"}, ignore_errors=True),
+        ok("h1", "next"),
+        stats(ok={"h1": 1}, ignored={"h1": 1}, processed={"h1": 1}),
+    ]
+    assert host_outcomes(["h1"], events, runner_status="successful", rc=0, timeout_s=9)["h1"].status == "ok"
+
+
+def test_outcome_timeout_is_failed_and_says_where() -> None:
+    events = [
+        *stop_events("h1"),
+        ev("runner_on_start", "h2", "Stop service"),
+    ]
+    out = host_outcomes(["h1", "h2", "h3"], events, runner_status="timeout", rc=254, timeout_s=30)
+    assert out["h2"].status == "failed" and out["h2"].message == "timed out after 30s (last task: Stop service)"
+    assert out["h3"].status == "failed" and "no task started" in out["h3"].message
+    assert out["h1"].status == "failed" and POWER_OFF in out["h1"].message  # finished? verification judges
+
+
+def test_outcome_never_ran() -> None:
+    out = host_outcomes(["h1"], [], runner_status="failed", rc=4, timeout_s=30)
+    assert out["h1"].status == "failed" and "exited 4" in out["h1"].message
+
+
+def test_outcome_all_skipped() -> None:
+    events = [ev("runner_on_skipped", "h1", "x", res={}), stats(skipped={"h1": 1}, processed={"h1": 1})]
+    assert host_outcomes(["h1"], events, runner_status="successful", rc=0, timeout_s=9)["h1"].status == "skipped"
+
+
+def test_stop_playbook_has_the_power_off_task_the_driver_recognises() -> None:
+    plays = yaml.safe_load((PLAYBOOKS / "stop-host.yml").read_text())
+    names = [t["name"] for t in plays[0]["tasks"]]
+    assert names[-1] == POWER_OFF and names[-1].startswith(POWER_OFF_TASK_PREFIX)
+    assert plays[0]["gather_facts"] is False
+
+
+# --------------------------------------------------------------------------------------------
+# The driver with a fake ansible_runner.run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeResult:
+    rc: int
+    status: str
+
+
+class FakeRunner:
+    """Records the call, writes a 'command' artifact like ansible-runner does, replays events."""
+
+    def __init__(
+        self,
+        events: Callable[[list[str]], list[dict[str, Any]]] | None,
+        rc: int = 0,
+        status: str = "successful",
+    ):
+        self.events = events
+        self.rc = rc
+        self.status = status
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, **kwargs: Any) -> FakeResult:
+        self.calls.append(kwargs)
+        artifact = Path(kwargs["artifact_dir"]) / kwargs["ident"]
+        artifact.mkdir(parents=True)
+        env = {**os.environ, **kwargs["envvars"]}
+        (artifact / "command").write_text(json.dumps({"command": ["ansible-playbook"], "env": env}))
+        hosts = kwargs["limit"].split(",")
+        if self.events is not None:
+            kwargs["event_handler"](ev("playbook_on_start"))
+        for event in self.events(hosts) if self.events is not None else []:
+            kwargs["event_handler"](event)
+        return FakeResult(self.rc, self.status)
+
+
+def stop_ok(hosts: list[str]) -> list[dict[str, Any]]:
+    events = [e for h in hosts for e in stop_events(h)]
+    return [
+        *events,
+        stats(changed={h: 2 for h in hosts}, ok={h: 3 for h in hosts}, processed={h: 1 for h in hosts}),
+    ]
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Inventory:
+    return make_inventory(tmp_path)
+
+
+def test_stop_hosts_one_run_for_the_wave_with_secure_settings(inventory: Inventory, tmp_path: Path) -> None:
+    fake = FakeRunner(stop_ok)
+    sunk: list[dict[str, Any]] = []
+    driver = AnsibleDriver(inventory, tmp_path / "work", forks=8, event_sink=sunk.append, run_function=fake)
+    run = driver.stop_hosts(["ant-ad1", "ant-emr-db1", "deu-files1"], timeout_s=90)
+
+    assert len(fake.calls) == 1
+    call = fake.calls[0]
+    assert call["playbook"] == "stop-host.yml" and Path(call["project_dir"]) == PLAYBOOKS
+    assert call["quiet"] is True and call["suppress_env_files"] is True
+    assert call["timeout"] == 90 and call["forks"] == 3
+    assert call["limit"] == "ant-ad1,ant-emr-db1,deu-files1"
+    env = call["envvars"]
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert env["ANSIBLE_PIPELINING"] == "True"
+    assert env["ANSIBLE_GATHERING"] == "explicit"
+    assert env["ANSIBLE_RETRY_FILES_ENABLED"] == "False"
+    assert "ControlMaster=auto" in env["ANSIBLE_SSH_ARGS"] and "ControlPersist" in env["ANSIBLE_SSH_ARGS"]
+    assert len(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]) + 41 < 107
+    assert not Path(env["ANSIBLE_SSH_CONTROL_PATH_DIR"]).exists()  # per run, removed after it
+    assert env["ANSIBLE_TASK_TIMEOUT"] == "72"
+    inv = json.loads(Path(call["inventory"]).read_text())
+    assert sorted(inv["all"]["hosts"]) == ["ant-ad1", "ant-emr-db1", "deu-files1"]
+
+    assert run.status == "successful" and run.rc == 0 and run.ok
+    assert {h: o.status for h, o in run.hosts.items()} == dict.fromkeys(
+        ["ant-ad1", "ant-emr-db1", "deu-files1"], "changed"
+    )
+    assert run.artifact_dir.endswith(call["ident"])
+    types = [(e["type"], e.get("phase") or e.get("status")) for e in sunk]
+    assert types[0] == ("ansible.playbook", "start") and types[-1] == ("ansible.playbook", "end")
+    assert ("ansible.task", "started") in types and ("ansible.task", "changed") in types
+    assert sunk[-1]["hosts"] == {"ant-ad1": "changed", "ant-emr-db1": "changed", "deu-files1": "changed"}
+
+
+def test_stop_hosts_refuses_kept_hosts(inventory: Inventory, tmp_path: Path) -> None:
+    fake = FakeRunner(stop_ok)
+    driver = AnsibleDriver(inventory, tmp_path / "w", run_function=fake)
+    with pytest.raises(SafetyInterlock) as err:
+        driver.stop_hosts(["ant-ad1", "ant-ed-triage1"])
+    assert "ant-ed-triage1" in str(err.value) and "emergency-department" in str(err.value)
+    assert fake.calls == []
+
+
+def test_check_health_passes_expected_ports_per_host(inventory: Inventory, tmp_path: Path) -> None:
+    def events(hosts: list[str]) -> list[dict[str, Any]]:
+        health = {"healthy": True, "services": {"postgresql": "active"}, "listening": [22, 5432]}
+        return [
+            ok("ant-emr-db1", "Summarise health", ansible_facts={"health": health}),
+            stats(ok={"ant-emr-db1": 3}, processed={"ant-emr-db1": 1}),
+        ]
+
+    fake = FakeRunner(events)
+    driver = AnsibleDriver(inventory, tmp_path / "w", run_function=fake)
+    run = driver.check_health(["ant-emr-db1"], {"ant-emr-db1": [22, 5432]}, timeout_s=10)
+    inv = json.loads(Path(fake.calls[0]["inventory"]).read_text())
+    assert inv["all"]["hosts"]["ant-emr-db1"]["expected_ports"] == [22, 5432]
+    assert fake.calls[0]["playbook"] == "check-health.yml"
+    assert "ANSIBLE_TASK_TIMEOUT" not in fake.calls[0]["envvars"]
+    assert run.hosts["ant-emr-db1"].status == "ok"
+    assert run.hosts["ant-emr-db1"].results["health"]["listening"] == [22, 5432]
+
+
+def test_timeout_reported_as_failed_not_raised(inventory: Inventory, tmp_path: Path) -> None:
+    fake = FakeRunner(lambda hosts: [ev("runner_on_start", hosts[0], "Stop service")], rc=254, status="timeout")
+    run = AnsibleDriver(inventory, tmp_path / "w", run_function=fake).stop_hosts(["ant-ad1"], timeout_s=5)
+    assert run.status == "timeout" and run.rc == 254 and not run.ok
+    assert run.hosts["ant-ad1"].status == "failed"
+    assert run.hosts["ant-ad1"].message == "timed out after 5s (last task: Stop service)"
+    assert run.failed_hosts == ("ant-ad1",)
+
+
+def test_no_secret_in_events_outcomes_or_artifacts(
+    inventory: Inventory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_OPS_PASSWORD", PASSWORD)
+
+    def events(hosts: list[str]) -> list[dict[str, Any]]:
+        return [
+            ev("runner_on_failed", "deu-files1", "Stop service", res={"msg": f"bad password {PASSWORD}"}),
+            stats(failures={"deu-files1": 1}, processed={"deu-files1": 1}),
+        ]
+
+    sunk: list[dict[str, Any]] = []
+    fake = FakeRunner(events, rc=2, status="failed")
+    driver = AnsibleDriver(inventory, tmp_path / "w", event_sink=sunk.append, run_function=fake)
+    run = driver.stop_hosts(["deu-files1"])
+    assert run.hosts["deu-files1"].status == "failed"
+    assert PASSWORD not in repr(run) and PASSWORD not in json.dumps(sunk)
+    for path in (tmp_path / "w").rglob("*"):
+        if path.is_file():
+            assert PASSWORD not in path.read_text(), path
+    command = json.loads((Path(run.artifact_dir) / "command").read_text())
+    assert command["env"]["VAULT_OPS_PASSWORD"] == "********"
+    assert command["env"]["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+
+
+def test_failing_event_sink_cancels_and_raises(inventory: Inventory, tmp_path: Path) -> None:
+    cancelled: list[bool] = []
+
+    def boom(event: dict[str, Any]) -> None:
+        if event["type"] == "ansible.task":
+            raise OSError("journal disk full")
+
+    def run_function(**kwargs: Any) -> FakeResult:
+        for event in stop_events("ant-ad1"):
+            kwargs["event_handler"](event)
+        cancelled.append(kwargs["cancel_callback"]())
+        return FakeResult(254, "canceled")
+
+    driver = AnsibleDriver(inventory, tmp_path / "w", event_sink=boom, run_function=run_function)
+    with pytest.raises(OSError, match="journal disk full"):
+        driver.stop_hosts(["ant-ad1"])
+    assert cancelled == [True]
+
+
+def test_bad_input_is_loud(inventory: Inventory, tmp_path: Path) -> None:
+    fake = FakeRunner(stop_ok)
+    driver = AnsibleDriver(inventory, tmp_path / "w", run_function=fake)
+    with pytest.raises(DriverError) as err:
+        driver.run_playbook("no-such.yml", ["ant-ad1"])
+    assert "stop-host.yml" in str(err.value)  # the hint lists the playbooks there are
+    with pytest.raises(UsageError):
+        driver.run_playbook("stop-host.yml", ["ghost"])
+    with pytest.raises(UsageError):
+        driver.run_playbook("stop-host.yml", ["ant-ad1"], timeout_s=0)
+    with pytest.raises(UsageError):
+        AnsibleDriver(inventory, tmp_path / "w", forks=0)
+    assert fake.calls == []
+    empty = driver.stop_hosts([])
+    assert empty.hosts == {} and empty.rc == 0 and fake.calls == []
+
+
+def test_ansible_playbook_that_cannot_start_is_an_error(inventory: Inventory, tmp_path: Path) -> None:
+    fake = FakeRunner(None, rc=127, status="failed")
+    driver = AnsibleDriver(inventory, tmp_path / "w", run_function=fake)
+    with pytest.raises(DriverError, match="did not start"):
+        driver.check_health(["ant-ad1"], {})
+
+
+def test_long_work_dir_gets_a_short_control_path(inventory: Inventory, tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 80)
+    driver = AnsibleDriver(inventory, deep, run_function=FakeRunner(stop_ok))
+    assert len(str(driver.control_path_dir())) + 9 + 41 < 107
+
+
+# --------------------------------------------------------------------------------------------
+# The playbooks themselves (real tools, no network)
+# --------------------------------------------------------------------------------------------
+
+
+def _tool_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+        "NO_COLOR": "1",
+    }
+
+
+def test_playbooks_pass_ansible_lint_production_profile(tmp_path: Path) -> None:
+    root = PLAYBOOKS.parent
+    proc = subprocess.run(
+        [str(BIN / "ansible-lint"), "--offline", "--profile", "production", "--nocolor", "playbooks/"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=_tool_env(tmp_path),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("playbook", ["stop-host.yml", "check-health.yml"])
+def test_playbooks_syntax_check(playbook: str, tmp_path: Path, inventory: Inventory) -> None:
+    from orchestrator.ansible_inventory import to_ansible_inventory
+
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(yaml.safe_dump(to_ansible_inventory(inventory)))
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), "--syntax-check", "-i", str(hosts), playbook],
+        cwd=PLAYBOOKS,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=_tool_env(tmp_path),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mapping_types_are_read_only_views() -> None:
+    out = host_outcomes(["h"], [], runner_status="failed", rc=4, timeout_s=1)
+    assert isinstance(out["h"].results, Mapping)
