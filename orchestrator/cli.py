@@ -569,7 +569,10 @@ def report(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> Non
         from orchestrator.inventory import load_inventory
 
         inv = load_inventory(inventory_copy)
-    text = render_report(build_report(state.records, inv), fmt)
+    from orchestrator.journal import verify_journal
+
+    check = verify_journal(settings.journal_path(run_id))
+    text = render_report(build_report(state.records, inv, verification=check), fmt)
     if output:
         Path(output).write_text(text, encoding="utf-8")
         console.print(f"report written to {output}")

@@ -1,0 +1,661 @@
+"""The run journal: append-only, hash-chained JSON lines, fsynced per record.
+
+One file per run (``STATE_DIR/runs/RUN_ID/journal.jsonl``), one event per line. It is the evidence of
+what was done and the only input to ``resume``, ``restore --run`` and ``report``. A write that cannot be
+made durable raises :class:`JournalError`: a run does not go on without its record (STYLE rule 7).
+
+Record format (contract, ``schema_version: 1``)
+-----------------------------------------------
+Every line is ``json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` encoded
+as UTF-8, followed by ``\\n``. Every record carries:
+
+``schema_version``  1
+``seq``             0, 1, 2, ... without gaps
+``prev``            SHA-256 (hex) of the previous line's bytes without its newline; 64 zeros for seq 0
+``run_id``          the run (see :func:`new_run_id`)
+``ts``              UTC wall clock, ISO 8601 with microseconds and ``Z`` (``2026-11-24T18:33:00.123456Z``)
+``mono``            ``time.monotonic()`` of the writing process (comparable only between records written
+                    by the same process, i.e. between a ``run-started``/``run-resumed`` and the next one)
+``type``            the event type, below
+
+and the event's payload fields beside them. A record's hash is the SHA-256 of its line (without the
+newline); the next record's ``prev`` holds it, so an edited, deleted or reordered record breaks the
+chain at a line that :func:`verify_journal` names. The chain proves the file is internally consistent;
+it cannot prove that nobody rewrote the whole file (keep :attr:`JournalVerification.head` elsewhere,
+e.g. in the ticket, to pin it).
+
+Secrets never reach the file: every payload goes through :func:`mask_secrets` with the journal's known
+secret strings (passwords read from environment variables, key contents: pass them as ``secrets=`` or
+:meth:`Journal.add_secret`), and any value under a key named like password / secret / token /
+passphrase / private_key is replaced by ``***`` (keys ending in ``_env``, ``_file`` or ``_path`` name
+where a secret lives, not the secret, and are kept).
+
+Event types
+-----------
+The executor emits these; ``report`` reads them. Unknown types are kept and shown as they are.
+
+``run-started``        operator (user@host), host, pid, argv, mode, plan_id, inventory, inventory_sha256,
+                       plan (the whole plan dict), scope, site, timezone; optional ``topology``
+                       (``report.topology_of(inventory)``: hosts with segment, tier, depends_on, so the
+                       report does not need the inventory file) and ``detected_at`` (ISO 8601 UTC, when
+                       the incident was detected, if earlier than the run)
+``wave-started``       wave, phase
+``step-started``       step_id, action, target, wave
+``command-sent``       step_id, driver, target, commands (list of strings, secrets masked)
+``verification``       step_id, check, passed, evidence
+``step-finished``      step_id, action, target, status (verified|failed|skipped|pending|dry-run), changed,
+                       already, escalated, error, evidence, duration_s
+``escalation``         step_id, from, to, reason
+``gate-approved``      gate, approver, how
+``gate-refused``       gate, approver, how, reason
+``milestone``          name (contained|shutdown-complete|restored), elapsed_s
+``run-interrupted``    signal
+``run-resumed``        by (user@host); a new process: ``mono`` restarts from here
+``run-finished``       status (completed|failed|interrupted), counts, left: [{step_id, reason}]
+``integrity-finding``  host, category, path, detail
+``lock-taken-over``    the stale lock's holder (pid, host, user, run_id, started) and why it was stale
+``journal-repaired``   torn_file, torn_bytes, torn_sha256, line, reason: a partial last line (a write
+                       cut by SIGKILL or power loss) was moved to ``torn_file`` before appending again
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import re
+import secrets as _secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path, PurePath
+from typing import Any, Protocol
+
+from orchestrator.errors import JournalError
+
+SCHEMA_VERSION = 1
+GENESIS = "0" * 64
+MASK = "***"
+JOURNAL_NAME = "journal.jsonl"
+TORN_SUFFIX = ".torn"
+
+RESERVED_FIELDS = frozenset({"schema_version", "seq", "prev", "run_id", "ts", "mono", "type"})
+
+# Keys whose value is a secret wherever they appear in a payload.
+_SECRET_KEY = re.compile(r"password|passwd|secret|token|passphrase|private_?key", re.IGNORECASE)
+# ... unless they only say where the secret lives.
+_SECRET_KEY_REFERENCE = re.compile(r"(_env|_file|_path|_name)$", re.IGNORECASE)
+# Lines of multi-line secrets (key files) shorter than this are not masked on their own
+# ("-----END ...-----" lines would otherwise mask harmless text).
+_MIN_SECRET_LINE = 16
+
+
+class EventSink(Protocol):
+    """Where the executor sends events. The journal is one; a live progress view can be another."""
+
+    def emit(self, type: str, **fields: Any) -> dict[str, Any]: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Serialisation, hashing, masking
+# --------------------------------------------------------------------------------------------
+
+
+def canonical_line(record: Mapping[str, Any]) -> str:
+    """The one serialisation of a record (without the newline)."""
+    try:
+        return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise JournalError(
+            f"record cannot be serialised as JSON: {exc}",
+            target=str(record.get("type", "record")),
+            hint="pass plain values (str, int, float, bool, None, lists, dicts) in event fields",
+        ) from exc
+
+
+def line_hash(line: str | bytes) -> str:
+    """SHA-256 (hex) of a journal line without its newline."""
+    data = line.encode("utf-8") if isinstance(line, str) else line
+    return hashlib.sha256(data.rstrip(b"\n")).hexdigest()
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    """``2026-11-24T18:33:00.123456Z``."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Inverse of :func:`utc_timestamp` (accepts any ISO 8601 with an offset or ``Z``)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """``20261124T183300Z-3f9a1c``: sorts by start time, unique by its random suffix."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{_secrets.token_hex(3)}"
+
+
+def current_operator() -> str:
+    """``user@host`` of whoever runs this process; under sudo, the person behind it is named."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    host = socket.gethostname()
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user and sudo_user != user:
+        return f"{sudo_user}@{host} (sudo as {user})"
+    return f"{user}@{host}"
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values from what an executor naturally holds (Enums, Paths, dataclasses, tuples)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Enum):
+        return _jsonable(value.value)
+    if isinstance(value, datetime):
+        return utc_timestamp(value) if value.tzinfo else value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(_jsonable(k)): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_jsonable(v) for v in value), key=repr)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _secret_needles(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Every string to mask, longest first: each secret, and each long line of multi-line secrets."""
+    needles: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        needles.add(secret)
+        stripped = secret.strip()
+        if stripped:
+            needles.add(stripped)
+        if "\n" in stripped:
+            needles.update(line.strip() for line in stripped.splitlines() if len(line.strip()) >= _MIN_SECRET_LINE)
+    return tuple(sorted(needles, key=lambda s: (-len(s), s)))
+
+
+def _is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key)) and not _SECRET_KEY_REFERENCE.search(key)
+
+
+def _mask(value: Any, needles: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        for needle in needles:
+            if needle in value:
+                value = value.replace(needle, MASK)
+        return value
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            masked_key = _mask(key, needles) if isinstance(key, str) else key
+            if isinstance(key, str) and _is_secret_key(key) and item is not None:
+                out[masked_key] = MASK
+            else:
+                out[masked_key] = _mask(item, needles)
+        return out
+    if isinstance(value, list):
+        return [_mask(v, needles) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_mask(v, needles) for v in value)
+    return value
+
+
+def mask_secrets(value: Any, secrets: Iterable[str]) -> Any:
+    """Replace every occurrence of each secret string by ``***``, recursively (keys included).
+
+    Values under keys named like password / secret / token / passphrase / private_key are masked
+    whatever they contain. Multi-line secrets (key files) are also masked line by line.
+    """
+    return _mask(value, _secret_needles(secrets))
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JournalVerification:
+    """What :func:`verify_journal` found. ``problems`` name line numbers (1-based)."""
+
+    ok: bool
+    records: int
+    problems: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    head: str | None = None  # SHA-256 of the last complete line: pin it to detect a rewritten file
+    finished: bool = False  # the journal ends with run-finished
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "problems": list(self.problems),
+            "run_id": self.run_id,
+            "head": self.head,
+            "finished": self.finished,
+        }
+
+
+@dataclass(frozen=True)
+class _Line:
+    number: int  # 1-based
+    raw: bytes  # without newline
+    complete: bool  # ended with a newline
+
+
+def _split_lines(data: bytes) -> list[_Line]:
+    lines: list[_Line] = []
+    start = 0
+    number = 0
+    while start < len(data):
+        number += 1
+        end = data.find(b"\n", start)
+        if end < 0:
+            lines.append(_Line(number, data[start:], complete=False))
+            break
+        lines.append(_Line(number, data[start:end], complete=True))
+        start = end + 1
+    return lines
+
+
+def _verify_lines(lines: list[_Line]) -> JournalVerification:
+    problems: list[str] = []
+    parsed: list[tuple[_Line, dict[str, Any]]] = []
+    for line in lines:
+        if not line.complete:
+            problems.append(
+                f"line {line.number}: truncated last line ({len(line.raw)} bytes without a newline: a write "
+                "cut short, e.g. by SIGKILL or power loss; `orchestrator resume` moves it aside)"
+            )
+            continue
+        try:
+            record = json.loads(line.raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.append(f"line {line.number}: bad JSON ({exc})")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"line {line.number}: bad JSON (a record must be an object)")
+            continue
+        parsed.append((line, record))
+
+    run_ids = {r.get("run_id") for _, r in parsed}
+    run_id = parsed[0][1].get("run_id") if parsed else None
+    if len(run_ids) > 1:
+        problems.append(f"journal mixes run ids: {sorted(str(r) for r in run_ids)}")
+
+    seqs: dict[int, _Line] = {}
+    hashes: dict[int, str] = {}
+    for line, record in parsed:
+        seq = record.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq not in seqs:
+            seqs[seq] = line
+            hashes[seq] = line_hash(line.raw)
+
+    last_seq = -1
+    for line, record in parsed:
+        n = line.number
+        if record.get("schema_version") != SCHEMA_VERSION:
+            problems.append(f"line {n}: unknown schema_version {record.get('schema_version')!r}")
+        for key in ("type", "ts", "prev"):
+            if not isinstance(record.get(key), str):
+                problems.append(f"line {n}: record lacks {key!r}")
+        if canonical_line(record).encode("utf-8") != line.raw:
+            problems.append(f"line {n}: edited record (not in the canonical serialisation it was written in)")
+        seq = record.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            problems.append(f"line {n}: record lacks an integer 'seq'")
+            continue
+        expected = last_seq + 1
+        if seqs.get(seq) is not line:
+            problems.append(f"line {n}: duplicated record (seq {seq} already at line {seqs[seq].number})")
+        elif seq < expected:
+            problems.append(f"line {n}: reordered records (seq {seq} comes after seq {last_seq})")
+        elif seq > expected:
+            missing = range(expected, seq)
+            later = [m for m in missing if m in seqs]
+            if later:
+                problems.append(
+                    f"line {n}: reordered records (seq {seq} where seq {expected} was expected; "
+                    f"seq {later[0]} is at line {seqs[later[0]].number})"
+                )
+            else:
+                gap = f"seq {expected}" if len(missing) == 1 else f"seq {expected}..{seq - 1}"
+                problems.append(f"line {n}: deleted record(s) before this line ({gap} missing)")
+        last_seq = max(last_seq, seq)
+
+        prev = record.get("prev")
+        if seq == 0:
+            if prev != GENESIS:
+                problems.append(f"line {n}: first record's prev is not {GENESIS[:8]}... (records deleted before it?)")
+        elif seq - 1 in hashes and prev != hashes[seq - 1]:
+            problems.append(
+                f"line {seqs[seq - 1].number}: edited record (hash mismatch: its SHA-256 is not the prev "
+                f"recorded at line {n})"
+            )
+
+    complete = [line for line in lines if line.complete]
+    return JournalVerification(
+        ok=not problems,
+        records=len(parsed),
+        problems=problems,
+        run_id=run_id if isinstance(run_id, str) else None,
+        head=line_hash(complete[-1].raw) if complete else None,
+        finished=bool(parsed) and parsed[-1][1].get("type") == "run-finished",
+    )
+
+
+def verify_journal(path: Path) -> JournalVerification:
+    """Check the whole chain. Every problem names its line: edited, deleted, reordered, torn, bad JSON."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise JournalError(
+            f"cannot read the journal: {exc.strerror or exc}",
+            target=str(path),
+            hint="check the run id (`orchestrator status`) and the state directory (--state-dir)",
+        ) from exc
+    if not data:
+        return JournalVerification(ok=False, records=0, problems=["line 1: empty journal (no run-started)"])
+    return _verify_lines(_split_lines(data))
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """Every complete record, in file order. A torn last line is left out (it never completed).
+
+    Raises JournalError on a line in the middle that is not JSON; it does not check the chain
+    (use :func:`verify_journal` for that).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise JournalError(
+            f"cannot read the journal: {exc.strerror or exc}",
+            target=str(path),
+            hint="check the run id (`orchestrator status`) and the state directory (--state-dir)",
+        ) from exc
+    out: list[dict[str, Any]] = []
+    for line in _split_lines(data):
+        if not line.complete:
+            break
+        try:
+            record = json.loads(line.raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise JournalError(
+                f"line {line.number} is not JSON ({exc})",
+                target=str(path),
+                hint="run `orchestrator journal verify` on this run; the journal was damaged or edited",
+            ) from exc
+        if not isinstance(record, dict):
+            raise JournalError(f"line {line.number} is not a JSON object", target=str(path))
+        out.append(record)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The journal
+# --------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class Journal:
+    """The append-only journal of one run. Thread-safe: steps of a wave emit from several threads."""
+
+    def __init__(
+        self,
+        path: Path,
+        run_id: str,
+        fd: int,
+        records: list[dict[str, Any]],
+        prev: str,
+        secrets: Iterable[str] = (),
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        # Use Journal.create / Journal.open_existing. ``clock`` replaces the wall clock (tests, replays).
+        self.path = path
+        self.run_id = run_id
+        self._fd: int | None = fd
+        self._records = records
+        self._prev = prev
+        self._secrets: list[str] = [s for s in secrets if s]
+        self._needles = _secret_needles(self._secrets)
+        self._lock = threading.Lock()
+        self._broken: str | None = None
+        self._clock = clock
+        self.repaired: dict[str, Any] | None = None  # the journal-repaired record, if open_existing repaired
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        run_id: str,
+        *,
+        secrets: Iterable[str] = (),
+        clock: Callable[[], datetime] | None = None,
+    ) -> Journal:
+        """A new, empty journal. Refuses if the file exists (one journal per run, never overwritten)."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except FileExistsError as exc:
+            raise JournalError(
+                "a journal already exists here",
+                target=str(path),
+                hint="use a new run id, or `orchestrator resume RUN_ID` to continue that run",
+            ) from exc
+        except OSError as exc:
+            raise JournalError(
+                f"cannot create the journal: {exc.strerror or exc}",
+                target=str(path),
+                hint="check that the state directory is writable and the disk is not full",
+            ) from exc
+        try:
+            os.fsync(fd)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"cannot make the journal durable: {exc.strerror or exc}", target=str(path)) from exc
+        return cls(path, run_id, fd, [], GENESIS, secrets, clock)
+
+    @classmethod
+    def open_existing(
+        cls,
+        path: Path,
+        *,
+        secrets: Iterable[str] = (),
+        clock: Callable[[], datetime] | None = None,
+    ) -> Journal:
+        """Reopen a run's journal to append (resume). The chain must verify first.
+
+        A torn last line (a write cut by SIGKILL) is moved to ``journal.jsonl.torn`` and a
+        ``journal-repaired`` record naming it is appended; every complete record is kept.
+        Any other problem (edited, deleted, reordered records) refuses: JournalError lists them.
+        """
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise JournalError(
+                f"cannot read the journal: {exc.strerror or exc}",
+                target=str(path),
+                hint="check the run id (`orchestrator status`) and the state directory (--state-dir)",
+            ) from exc
+        lines = _split_lines(data)
+        torn = lines[-1] if lines and not lines[-1].complete else None
+        complete = [line for line in lines if line.complete]
+        check = _verify_lines(complete)
+        if not complete:
+            raise JournalError(
+                "the journal holds no complete record",
+                target=str(path),
+                hint="the run never started writing; start a new run",
+            )
+        if not check.ok:
+            raise JournalError(
+                "the journal does not verify; refusing to append to it:\n"
+                + "\n".join(f"  {p}" for p in check.problems),
+                target=str(path),
+                hint="keep this file as evidence; start a new run rather than resuming this one",
+            )
+        records = [json.loads(line.raw.decode("utf-8")) for line in complete]
+        run_id = str(records[0]["run_id"])
+        torn_record: dict[str, Any] | None = None
+        if torn is not None:
+            torn_record = cls._set_torn_aside(path, torn, len(data) - len(torn.raw))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as exc:
+            raise JournalError(f"cannot open the journal: {exc.strerror or exc}", target=str(path)) from exc
+        journal = cls(path, run_id, fd, records, line_hash(complete[-1].raw), secrets, clock)
+        if torn_record is not None:
+            journal.repaired = journal.emit("journal-repaired", **torn_record)
+        return journal
+
+    @staticmethod
+    def _set_torn_aside(path: Path, torn: _Line, keep_bytes: int) -> dict[str, Any]:
+        side = path.with_name(path.name + TORN_SUFFIX)
+        n = 1
+        while side.exists():
+            side = path.with_name(f"{path.name}{TORN_SUFFIX}.{n}")
+            n += 1
+        try:
+            fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, torn.raw)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(path.parent)
+            with open(path, "r+b") as handle:
+                handle.truncate(keep_bytes)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise JournalError(
+                f"cannot set the torn last line aside: {exc.strerror or exc}",
+                target=str(path),
+                hint="check that the run directory is writable",
+            ) from exc
+        return {
+            "reason": "partial last line (write cut short); moved aside, every complete record kept",
+            "line": torn.number,
+            "torn_file": side.name,
+            "torn_bytes": len(torn.raw),
+            "torn_sha256": hashlib.sha256(torn.raw).hexdigest(),
+        }
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add_secret(self, secret: str) -> None:
+        """Mask this string from now on (a password read after the journal was opened)."""
+        if secret:
+            with self._lock:
+                self._secrets.append(secret)
+                self._needles = _secret_needles(self._secrets)
+
+    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        """Append one event, durably (write + fsync). Returns the record as written.
+
+        Raises JournalError if it cannot be written; after that the journal refuses further writes
+        (a half-written record may be on disk; ``open_existing`` repairs it on resume).
+        """
+        clash = RESERVED_FIELDS.intersection(fields)
+        if clash:
+            raise JournalError(
+                f"event fields {sorted(clash)} are reserved for the journal",
+                target=type,
+                hint="rename the payload field",
+            )
+        with self._lock:
+            if self._fd is None:
+                raise JournalError("the journal is closed", target=str(self.path))
+            if self._broken is not None:
+                raise JournalError(
+                    f"an earlier write failed ({self._broken}); no further records are accepted",
+                    target=str(self.path),
+                    hint="resume the run once the disk problem is fixed: `orchestrator resume RUN_ID`",
+                )
+            payload = _mask(_jsonable(fields), self._needles)
+            record: dict[str, Any] = {
+                **payload,
+                "schema_version": SCHEMA_VERSION,
+                "seq": len(self._records),
+                "prev": self._prev,
+                "run_id": self.run_id,
+                "ts": utc_timestamp(self._clock() if self._clock else None),
+                "mono": time.monotonic(),
+                "type": _mask(str(type), self._needles),
+            }
+            line = canonical_line(record)
+            try:
+                _write_all(self._fd, (line + "\n").encode("utf-8"))
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._broken = exc.strerror or str(exc)
+                raise JournalError(
+                    f"cannot write the journal: {self._broken}",
+                    target=str(self.path),
+                    hint="free disk space or fix the state directory, then `orchestrator resume RUN_ID`",
+                ) from exc
+            self._records.append(record)
+            self._prev = line_hash(line)
+            return dict(record)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Copies of every record, this process's and earlier ones (after open_existing)."""
+        with self._lock:
+            return [dict(r) for r in self._records]
+
+    @property
+    def head(self) -> str:
+        """SHA-256 of the last line written (GENESIS when empty)."""
+        return self._prev
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
