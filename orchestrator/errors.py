@@ -109,7 +109,7 @@ class LockHeldError(SafetyInterlock):
     code = "lock-held"
 
 
-class ApprovalRequired(SafetyInterlock):  # noqa: N818
+class ApprovalRequired(SafetyInterlock):
     code = "approval-required"
 
 
