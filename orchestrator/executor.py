@@ -603,32 +603,32 @@ class Executor:
         return _Outcome(evidence=evidence)
 
     def _check_health(self, step: Step) -> _Outcome:
-        from orchestrator.integrity import expected_ports
+        """The host's services are active and its baseline's TCP listening ports are back."""
+        from orchestrator.integrity import listening_tcp_ports, load_baseline
 
         host = self.inventory.hosts[step.target]
         problems: list[str] = []
         evidence: dict[str, Any] = {}
-        services = " ".join(host.services)
-        if services:
-            res = self.drivers.ssh.run(host.name, f"systemctl is-active {services}", timeout_s=15)
-            states = dict(zip(host.services, res.stdout.split(), strict=False))
-            evidence["services"] = states
-            problems += [f"service {s} is {st}" for s, st in states.items() if st != "active"]
-        want = expected_ports(host.name, self.settings)
-        if want:
-            have: set[str] = set()
+        want = set(listening_tcp_ports(load_baseline(host.name, self.settings)))
+        states: dict[str, str] = {}
+        have: set[int] = set()
 
-            def listening() -> bool:
-                res = self.drivers.ssh.run(host.name, "ss -ltnuH", timeout_s=10)
-                have.clear()
-                have.update(_listening(res.stdout))
-                return set(want) <= have
+        def healthy() -> bool:
+            if host.services:
+                res = self.drivers.ssh.run(host.name, "systemctl is-active " + " ".join(host.services), timeout_s=15)
+                states.clear()
+                states.update(zip(host.services, res.stdout.split(), strict=False))
+            res = self.drivers.ssh.run(host.name, "ss -ltnH", timeout_s=10)
+            have.clear()
+            have.update(_tcp_ports(res.stdout))
+            return all(st == "active" for st in states.values()) and want <= have
 
-            wait_until(listening, 20.0, 1.0)
-            missing = sorted(set(want) - have)
-            evidence["ports_expected"] = sorted(want)
-            evidence["ports_missing"] = missing
-            problems += [f"port {p} is not listening" for p in missing]
+        wait_until(healthy, 20.0, 1.0)  # services may still be starting right after boot
+        evidence["services"] = dict(states)
+        evidence["ports_expected"] = sorted(want)
+        evidence["ports_missing"] = sorted(want - have)
+        problems += [f"service {s} is {st}" for s, st in states.items() if st != "active"]
+        problems += [f"port {p} is not listening" for p in sorted(want - have)]
         v = self._verification(step, Verification(not problems, "health", evidence))
         if not v.passed:
             evidence.update(self._quarantine(step, host, "health: " + "; ".join(problems)))
@@ -717,17 +717,15 @@ def _safe(check: Callable[[], bool]) -> bool:
         return False
 
 
-def _listening(ss_output: str) -> set[str]:
-    """``ss -ltnuH`` lines -> {"tcp/22", "udp/53", ...}."""
+def _tcp_ports(ss_output: str) -> set[int]:
+    """``ss -ltnH`` lines -> the listening TCP ports."""
     out = set()
     for line in ss_output.splitlines():
         parts = line.split()
-        if len(parts) < 5:
-            continue
-        proto, local = parts[0], parts[4]
-        port = local.rsplit(":", 1)[-1]
-        if port.isdigit():
-            out.add(f"{proto}/{port}")
+        if len(parts) >= 4:
+            port = parts[3].rsplit(":", 1)[-1]
+            if port.isdigit():
+                out.add(int(port))
     return out
 
 

@@ -1,0 +1,798 @@
+"""Integrity baselines: what a known-good host looked like, kept off the host, signed; and the diff.
+
+``capture_baseline`` runs a POSIX shell collector on the host over SSH (the script travels on stdin;
+the host needs no Python and nothing is written on it) and stores the parsed snapshot in the state
+dir as ``baselines/HOST.json``, signed with HMAC-SHA256 under a key that never leaves the controller.
+``check_host`` collects again and lists every difference by category and path. Nothing compared
+against lives on the suspect host: the host's own dpkg md5sums are recorded (``package-verify``)
+as one more view, never as the truth.
+
+Files that legitimately change on every boot or on routine maintenance are excluded by name in
+``VOLATILE_FILES`` below, and only those.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import shlex
+import stat
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.config import Settings
+from orchestrator.drivers.ssh import CommandResult
+from orchestrator.errors import IntegrityError, OrchestratorError
+from orchestrator.model import Inventory
+
+BASELINE_SCHEMA = "orchestrator.baseline/v1"
+SIGNATURE_ALG = "hmac-sha256"
+COLLECT_TIMEOUT_S = 900.0
+MARK = "@@orchestrator:"
+
+# System paths hashed on every host, before the host's own ``integrity:`` paths.
+SYSTEM_ROOTS: tuple[str, ...] = (
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/usr/local/lib",
+    "/etc",
+)
+# The roots hashed by their own collector part, in parallel with the rest (the bulk of the bytes).
+_SEPARATE_ROOTS: tuple[str, ...] = ("/usr/lib",)
+
+# Files under the roots that change on a healthy host by themselves (boot, DHCP, routine jobs).
+# Everything else under the roots is compared. Keep this list short and explain every entry.
+VOLATILE_FILES: frozenset[str] = frozenset(
+    {
+        "/etc/ld.so.cache",  # rebuilt by ldconfig on boot and package changes; derived from the libs
+        "/etc/adjtime",  # the hardware clock's drift, rewritten by hwclock at shutdown
+        "/etc/resolv.conf",  # written by DHCP / resolved / systemd-nspawn at boot
+        "/etc/.pwd.lock",  # an empty lock file created by the shadow tools
+        "/etc/.updated",  # systemd's ConditionNeedsUpdate stamp, touched on boot after an update
+    }
+)
+
+CATEGORIES: tuple[str, ...] = (
+    "file-added",
+    "file-removed",
+    "file-changed",
+    "package",
+    "package-verify",
+    "user",
+    "group",
+    "authorized_keys",
+    "cron",
+    "timer",
+    "unit",
+    "port",
+    "suid",
+    "collector",
+)
+
+# Collector section -> snapshot key and the category its differences are reported under.
+_SECTION_CATEGORY: dict[str, str] = {
+    "files": "file-changed",
+    "links": "file-changed",
+    "packages": "package",
+    "package_verify": "package-verify",
+    "users": "user",
+    "groups": "group",
+    "authorized_keys": "authorized_keys",
+    "cron": "cron",
+    "unit_files": "unit",
+    "ports": "port",
+    "ports_proc": "port",
+    "suid": "suid",
+}
+
+
+class CommandRunner(Protocol):
+    """What the collector needs from a transport: SshDriver, or a local runner in tests."""
+
+    def run(self, host: str, command: str, timeout_s: float = 30.0, *, stdin: str | None = None) -> CommandResult: ...
+
+
+@dataclass(frozen=True)
+class Difference:
+    category: str  # one of CATEGORIES
+    path: str  # file path, package, user, group, unit, "proto address:port", ...
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"category": self.category, "path": self.path, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class IntegrityResult:
+    host: str
+    differences: tuple[Difference, ...]
+    baseline_taken: str
+    checked: str
+    duration_s: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        return not self.differences
+
+    def paths(self) -> tuple[str, ...]:
+        return tuple(sorted({d.path for d in self.differences}))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "clean": self.clean,
+            "baseline_taken": self.baseline_taken,
+            "checked": self.checked,
+            "duration_s": round(self.duration_s, 3),
+            "differences": [d.as_dict() for d in self.differences],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# The collector and its output
+# --------------------------------------------------------------------------------------------
+
+
+def collector_script() -> str:
+    return resources.files("orchestrator").joinpath("templates/integrity/collect.sh").read_text()
+
+
+def host_roots(inventory: Inventory, host: str) -> tuple[str, ...]:
+    extra = inventory.hosts[host].integrity
+    return tuple(dict.fromkeys((*SYSTEM_ROOTS, *extra)))
+
+
+def collector_commands(roots: Iterable[str], *, verify_packages: bool = True) -> tuple[str, ...]:
+    """The parts run in parallel: the big roots each on their own, the other roots, state, verify."""
+    roots = tuple(roots)
+    separate = [r for r in roots if r in _SEPARATE_ROOTS]
+    rest = [r for r in roots if r not in _SEPARATE_ROOTS]
+    parts = [["files", r] for r in separate]
+    if rest:
+        parts.append(["files", *rest])
+    parts.append(["state"])
+    if verify_packages:
+        parts.append(["verify"])
+    return tuple("sh -s -- " + " ".join(shlex.quote(a) for a in part) for part in parts)
+
+
+@dataclass(frozen=True)
+class Collected:
+    snapshot: dict[str, Any]
+    meta: dict[str, str]
+    stderr: str
+    duration_s: float
+
+
+def collect(
+    runner: CommandRunner,
+    host: str,
+    roots: Iterable[str],
+    timeout_s: float = COLLECT_TIMEOUT_S,
+    *,
+    verify_packages: bool = True,
+) -> Collected:
+    """Run the collector's parts on ``host`` in parallel and parse what they print."""
+    script = collector_script()
+    commands = collector_commands(roots, verify_packages=verify_packages)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        results = list(pool.map(lambda c: runner.run(host, c, timeout_s, stdin=script), commands))
+    for result in results:
+        if result.exit_status != 0:
+            raise IntegrityError(
+                f"the integrity collector failed (exit {result.exit_status}): "
+                f"{result.stderr.strip()[:300] or 'no error output'}",
+                target=host,
+                hint="the host needs a POSIX sh, find and sha256sum; log in and run `sh -s` by hand",
+            )
+    text = "".join(r.stdout if r.stdout.endswith("\n") else r.stdout + "\n" for r in results)
+    snapshot, meta = parse_collector_output(text, host=host)
+    for required in ("meta", "files", "users"):
+        if required not in snapshot["collected"]:
+            raise IntegrityError(
+                f"the integrity collector's output has no {required!r} section",
+                target=host,
+                hint="the connection may have dropped; run it again",
+            )
+    stderr = "".join(r.stderr for r in results)
+    return Collected(snapshot, meta, stderr[:4000], time.monotonic() - started)
+
+
+def _unescape_sha256sum(name: str) -> str:
+    """Undo sha256sum's escaping of names with a backslash or a newline."""
+    out, i = [], 0
+    while i < len(name):
+        ch = name[i]
+        if ch == "\\" and i + 1 < len(name):
+            nxt = name[i + 1]
+            out.append({"n": "\n", "\\": "\\", "r": "\r"}.get(nxt, nxt))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _parse_hash_line(line: str) -> tuple[str, str] | None:
+    escaped = line.startswith("\\")
+    if escaped:
+        line = line[1:]
+    if len(line) < 67 or line[64:66] not in ("  ", " *"):
+        return None
+    digest, name = line[:64], line[66:]
+    return name if not escaped else _unescape_sha256sum(name), digest
+
+
+def _file_blocks(lines: list[str]) -> dict[str, list[str]]:
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in lines:
+        if line.startswith(MARK + "file "):
+            current = blocks.setdefault(line[len(MARK) + 5 :], [])
+        elif line.startswith("|") and current is not None:
+            current.append(line[1:])
+    return blocks
+
+
+def _split_sections(text: str, host: str) -> tuple[dict[str, list[str]], dict[str, int]]:
+    sections: dict[str, list[str]] = {}
+    status: dict[str, int] = {}
+    current: str | None = None
+    for line in text.split("\n"):
+        if line.startswith(MARK + "begin "):
+            current = line[len(MARK) + 6 :].strip()
+            sections.setdefault(current, [])
+        elif line.startswith(MARK + "end "):
+            fields = line[len(MARK) + 4 :].split()
+            name = fields[0] if fields else ""
+            if name != current:
+                raise IntegrityError(
+                    f"collector output is malformed: end of section {name!r} inside {current!r}",
+                    target=host,
+                    hint="run the capture again; if it persists, the host's shell is not POSIX",
+                )
+            status[name] = int(fields[1]) if len(fields) > 1 and fields[1].lstrip("-").isdigit() else -1
+            current = None
+        elif current is not None:
+            sections[current].append(line)
+    unfinished = sorted(set(sections) - set(status))
+    if unfinished:
+        raise IntegrityError(
+            f"collector output is incomplete: section(s) {', '.join(unfinished)} never ended",
+            target=host,
+            hint="the connection may have dropped or the host ran out of time; run it again",
+        )
+    return sections, status
+
+
+def parse_collector_output(text: str, host: str = "host") -> tuple[dict[str, Any], dict[str, str]]:
+    """Collector text -> (snapshot, meta). The snapshot is plain JSON data, compared by ``diff_snapshots``."""
+    sections, status = _split_sections(text, host)
+    snap: dict[str, Any] = {"collected": dict(sorted(status.items()))}
+    meta: dict[str, str] = {}
+    for line in sections.get("meta", []):
+        key, _, value = line.partition("\t")
+        if key:
+            meta[key] = value
+
+    if "files" in sections or "links" in sections:
+        files: dict[str, str] = {}
+        missing: list[str] = []
+        for line in sections.get("files", []):
+            if line.startswith(MARK + "missing "):
+                missing.append(line[len(MARK) + 8 :])
+                continue
+            parsed = _parse_hash_line(line)
+            if parsed:
+                files[parsed[0]] = "sha256:" + parsed[1]
+        for line in sections.get("links", []):
+            path, sep, target = line.partition("\t")
+            if sep:
+                files[path] = "symlink:" + target
+        snap["files"] = {p: v for p, v in sorted(files.items()) if p not in VOLATILE_FILES}
+        snap["missing_roots"] = sorted(missing)
+
+    if "packages" in sections:
+        packages: dict[str, str] = {}
+        for line in sections["packages"]:
+            fields = line.split("\t")
+            if len(fields) >= 2 and fields[0]:
+                state = fields[2].strip() if len(fields) > 2 else "ii"
+                packages[fields[0]] = fields[1] if state == "ii" else f"{fields[1]} [{state}]"
+        snap["packages"] = dict(sorted(packages.items()))
+
+    if "package_verify" in sections:
+        snap["package_verify"] = sorted({ln for ln in sections["package_verify"] if ln.strip()})
+
+    if "users" in sections:
+        users: dict[str, dict[str, str]] = {}
+        for lines in _file_blocks(sections["users"]).values():
+            for line in lines:
+                f = line.split(":")
+                if len(f) >= 7 and f[0] and not f[0].startswith("#"):
+                    users[f[0]] = {"uid": f[2], "gid": f[3], "gecos": f[4], "home": f[5], "shell": f[6]}
+        snap["users"] = dict(sorted(users.items()))
+
+    if "groups" in sections:
+        groups: dict[str, dict[str, str]] = {}
+        for lines in _file_blocks(sections["groups"]).values():
+            for line in lines:
+                f = line.split(":")
+                if len(f) >= 4 and f[0] and not f[0].startswith("#"):
+                    members = ",".join(sorted(m for m in f[3].split(",") if m))
+                    groups[f[0]] = {"gid": f[2], "members": members}
+        snap["groups"] = dict(sorted(groups.items()))
+
+    for name in ("authorized_keys", "cron"):
+        if name in sections:
+            blocks = _file_blocks(sections[name])
+            snap[name] = {p: lines for p, lines in sorted(blocks.items())}
+
+    if "unit_files" in sections:
+        unit_files: dict[str, str] = {}
+        for line in sections["unit_files"]:
+            f = line.split()
+            if len(f) >= 2:
+                unit_files[f[0]] = f[1]
+        snap["timers"] = {u: st for u, st in sorted(unit_files.items()) if u.endswith(".timer")}
+        snap["units"] = {  # enabled units; timers are compared above, in full
+            u: st for u, st in sorted(unit_files.items()) if st == "enabled" and not u.endswith(".timer")
+        }
+
+    if "ports" in sections:
+        ports = set()
+        for line in sections["ports"]:
+            f = line.split()
+            if len(f) >= 5:
+                ports.add(f"{f[0]} {f[4]}")
+        snap["ports"] = sorted(ports)
+    elif "ports_proc" in sections:
+        snap["ports"] = _parse_proc_net(_file_blocks(sections["ports_proc"]))
+
+    if "suid" in sections:
+        suid: dict[str, str] = {}
+        for line in sections["suid"]:
+            parsed = _parse_hash_line(line)
+            if parsed:
+                suid[parsed[0]] = "sha256:" + parsed[1]
+        snap["suid"] = dict(sorted(suid.items()))
+    return snap, meta
+
+
+def _proc_addr(hex_addr: str) -> str:
+    host, _, port = hex_addr.partition(":")
+    raw = binascii.unhexlify(host)
+    if len(raw) == 4:
+        addr = ".".join(str(b) for b in raw[::-1])
+    else:  # IPv6: four little-endian 32-bit words
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+        addr = f"[{ipaddress.IPv6Address(words)}]"
+    return f"{addr}:{int(port, 16)}"
+
+
+def _parse_proc_net(blocks: Mapping[str, list[str]]) -> list[str]:
+    """/proc/net/{tcp,udp}[6] -> "tcp 0.0.0.0:22"-style entries (listening TCP, bound UDP)."""
+    ports = set()
+    for path, lines in blocks.items():
+        proto = "tcp" if "tcp" in path.rsplit("/", 1)[-1] else "udp"
+        for line in lines[1:]:
+            f = line.split()
+            if len(f) < 4:
+                continue
+            if (proto == "tcp" and f[3] == "0A") or (proto == "udp" and f[3] == "07"):
+                ports.add(f"{proto} {_proc_addr(f[1])}")
+    return sorted(ports)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing two snapshots
+# --------------------------------------------------------------------------------------------
+
+
+def _short_value(value: str) -> str:
+    if value.startswith("sha256:"):
+        return "sha256 " + value[7:19]
+    if value.startswith("symlink:"):
+        return "symlink -> " + value[8:]
+    return value
+
+
+def _key_summary(line: str) -> str:
+    """An authorized_keys line as "TYPE SHA256:fingerprint comment" (the key itself stays out)."""
+    tokens = line.split()
+    for i, token in enumerate(tokens[:-1]):
+        if token.startswith(("ssh-", "ecdsa-", "sk-")):
+            try:
+                blob = base64.b64decode(tokens[i + 1], validate=True)
+            except (binascii.Error, ValueError):
+                break
+            fp = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+            comment = " ".join(tokens[i + 2 :])
+            options = " (with options)" if i > 0 else ""
+            return f"{token} SHA256:{fp}{(' ' + comment) if comment else ''}{options}"
+    return line[:80] + (" ..." if len(line) > 80 else "")
+
+
+def _diff_mapping(
+    category: str,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    describe: Callable[[Any], str] = str,
+) -> list[Difference]:
+    out: list[Difference] = []
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            out.append(Difference(category, key, f"removed (was {describe(old[key])})"))
+        elif key not in old:
+            out.append(Difference(category, key, f"added ({describe(new[key])})"))
+        elif old[key] != new[key]:
+            out.append(Difference(category, key, f"changed: {describe(old[key])} -> {describe(new[key])}"))
+    return out
+
+
+def _describe_fields(value: Mapping[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in value.items())
+
+
+def _diff_fields(category: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Difference]:
+    out: list[Difference] = []
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            out.append(Difference(category, key, f"removed (was {_describe_fields(old[key])})"))
+        elif key not in old:
+            out.append(Difference(category, key, f"added ({_describe_fields(new[key])})"))
+        elif old[key] != new[key]:
+            changes = [
+                f"{f} {old[key].get(f, '')!r} -> {new[key].get(f, '')!r}"
+                for f in sorted(set(old[key]) | set(new[key]))
+                if old[key].get(f) != new[key].get(f)
+            ]
+            out.append(Difference(category, key, "changed: " + ", ".join(changes)))
+    return out
+
+
+def _diff_files(old: Mapping[str, str], new: Mapping[str, str]) -> list[Difference]:
+    out: list[Difference] = []
+    for path in sorted(set(old) | set(new)):
+        if path not in new:
+            out.append(Difference("file-removed", path, f"removed (was {_short_value(old[path])})"))
+        elif path not in old:
+            out.append(Difference("file-added", path, f"added ({_short_value(new[path])})"))
+        elif old[path] != new[path]:
+            out.append(Difference("file-changed", path, f"{_short_value(old[path])} -> {_short_value(new[path])}"))
+    return out
+
+
+def _diff_contents(
+    category: str,
+    old: Mapping[str, list[str]],
+    new: Mapping[str, list[str]],
+    per_line: bool,
+) -> list[Difference]:
+    """Files compared line by line. ``per_line`` reports each added/removed line (authorized keys)."""
+    out: list[Difference] = []
+    render = _key_summary if per_line else (lambda s: s[:100])
+    for path in sorted(set(old) | set(new)):
+        before = [ln for ln in old.get(path, []) if ln.strip()]
+        after = [ln for ln in new.get(path, []) if ln.strip()]
+        if path not in new:
+            out.append(Difference(category, path, f"file removed ({len(before)} line(s))"))
+            continue
+        added = [ln for ln in after if ln not in before]
+        removed = [ln for ln in before if ln not in after]
+        if path not in old:
+            if per_line:
+                out += [Difference(category, path, f"new file, key {render(ln)}") for ln in after] or [
+                    Difference(category, path, "new file (empty)")
+                ]
+            else:
+                first = f": {render(after[0])}" if after else ""
+                out.append(Difference(category, path, f"new file ({len(after)} line(s)){first}"))
+            continue
+        if per_line:
+            out += [Difference(category, path, f"added key {render(ln)}") for ln in added]
+            out += [Difference(category, path, f"removed key {render(ln)}") for ln in removed]
+        elif added or removed:
+            parts = [f"+ {render(ln)}" for ln in added[:3]] + [f"- {render(ln)}" for ln in removed[:3]]
+            more = len(added) + len(removed) - len(parts)
+            tail = f" (and {more} more)" if more > 0 else ""
+            out.append(Difference(category, path, "; ".join(parts) + tail))
+        elif before != after:
+            out.append(Difference(category, path, "lines reordered"))
+    return out
+
+
+def diff_snapshots(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[Difference, ...]:
+    """Every difference between a baseline snapshot and a current one, ordered by category and path."""
+    out: list[Difference] = []
+    old_sections = set(old.get("collected", {}))
+    new_sections = set(new.get("collected", {}))
+    for section in sorted(old_sections - new_sections):
+        category = _SECTION_CATEGORY.get(section, "collector")
+        out.append(Difference(category, f"({section})", "collected in the baseline but not now"))
+
+    if "files" in old and "files" in new:
+        out += _diff_files(old["files"], new["files"])
+    if "packages" in old and "packages" in new:
+        out += _diff_mapping("package", old["packages"], new["packages"])
+    if "package_verify" in old and "package_verify" in new:
+        before, after = set(old["package_verify"]), set(new["package_verify"])
+        out += [Difference("package-verify", _verify_path(ln), f"now reported: {ln}") for ln in sorted(after - before)]
+        out += [
+            Difference("package-verify", _verify_path(ln), f"no longer reported: {ln}") for ln in sorted(before - after)
+        ]
+    if "users" in old and "users" in new:
+        out += _diff_fields("user", old["users"], new["users"])
+    if "groups" in old and "groups" in new:
+        out += _diff_fields("group", old["groups"], new["groups"])
+    if "authorized_keys" in old and "authorized_keys" in new:
+        out += _diff_contents("authorized_keys", old["authorized_keys"], new["authorized_keys"], per_line=True)
+    if "cron" in old and "cron" in new:
+        out += _diff_contents("cron", old["cron"], new["cron"], per_line=False)
+    if "timers" in old and "timers" in new:
+        out += _diff_mapping("timer", old["timers"], new["timers"])
+    if "units" in old and "units" in new:
+        out += _diff_mapping("unit", old["units"], new["units"])
+    if "ports" in old and "ports" in new:
+        before_p, after_p = set(old["ports"]), set(new["ports"])
+        out += [Difference("port", p, "now listening") for p in sorted(after_p - before_p)]
+        out += [Difference("port", p, "no longer listening") for p in sorted(before_p - after_p)]
+    if "suid" in old and "suid" in new:
+        out += _diff_mapping("suid", old["suid"], new["suid"], _short_value)
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    return tuple(sorted(out, key=lambda d: (order.get(d.category, len(order)), d.path, d.detail)))
+
+
+def _verify_path(line: str) -> str:
+    """dpkg --verify lines are "??5??????   /path" or "??5?????? c /path"."""
+    return line.split()[-1] if line.split() else line
+
+
+def listening_ports(baseline: Mapping[str, Any]) -> tuple[str, ...]:
+    """The baseline's listening sockets ("tcp 0.0.0.0:22", ...), for the health check."""
+    return tuple(baseline.get("snapshot", {}).get("ports", ()))
+
+
+def listening_tcp_ports(baseline: Mapping[str, Any]) -> tuple[int, ...]:
+    ports = {int(p.rsplit(":", 1)[1]) for p in listening_ports(baseline) if p.startswith("tcp")}
+    return tuple(sorted(ports))
+
+
+# --------------------------------------------------------------------------------------------
+# Signing and storage
+# --------------------------------------------------------------------------------------------
+
+
+def signing_key(settings: Settings, *, create: bool) -> bytes:
+    """The controller's HMAC key (32 random bytes, mode 0600). Created on first capture only."""
+    path = settings.signing_key_path
+    if not path.exists():
+        if not create:
+            raise IntegrityError(
+                f"the baseline signing key {path} does not exist, so no baseline can be trusted",
+                target=str(path),
+                hint="restore the key from the controller's backup; or, if the baselines are lost "
+                "too, run `orchestrator baseline capture` on hosts known to be good",
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another thread created it first
+        else:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise IntegrityError(
+            f"the baseline signing key {path} is readable by others (mode {mode:o})",
+            target=str(path),
+            hint=f"chmod 600 {path}; if others may have read it, make a new key and recapture",
+        )
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise IntegrityError(
+            f"the baseline signing key {path} is too short ({len(key)} bytes)",
+            target=str(path),
+            hint="restore the key from backup",
+        )
+    return key
+
+
+def _canonical(doc: Mapping[str, Any]) -> bytes:
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _key_id(key: bytes) -> str:
+    return hashlib.sha256(b"orchestrator-baseline-key:" + key).hexdigest()[:16]
+
+
+def sign_document(doc: dict[str, Any], key: bytes) -> dict[str, Any]:
+    signature = hmac.new(key, _canonical(doc), hashlib.sha256).hexdigest()
+    return {**doc, "signature": {"alg": SIGNATURE_ALG, "key_id": _key_id(key), "value": signature}}
+
+
+def baseline_path(host: str, settings: Settings) -> Path:
+    return settings.baselines_dir / f"{host}.json"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _host_or_error(inventory: Inventory, host: str) -> None:
+    if host not in inventory.hosts:
+        raise IntegrityError(
+            "no such host in the inventory",
+            target=host,
+            hint=f"check the name against {inventory.path}",
+        )
+
+
+def capture_baseline(ssh: CommandRunner, inventory: Inventory, host: str, settings: Settings) -> Path:
+    """Collect ``host``'s state and store it, signed, as ``baselines/HOST.json``. Returns the path."""
+    _host_or_error(inventory, host)
+    key = signing_key(settings, create=True)
+    roots = host_roots(inventory, host)
+    collected = collect(ssh, host, roots)
+    if collected.meta.get("uid") != "0":
+        raise IntegrityError(
+            f"the collector ran as uid {collected.meta.get('uid', '?')}, not root: it cannot read every file",
+            target=host,
+            hint="give the host a credential that logs in as root",
+        )
+    doc: dict[str, Any] = {
+        "schema": BASELINE_SCHEMA,
+        "host": host,
+        "address": str(inventory.hosts[host].management_address),
+        "taken": _now(),
+        "duration_s": round(collected.duration_s, 3),
+        "collector_sha256": hashlib.sha256(collector_script().encode()).hexdigest(),
+        "roots": list(roots),
+        "excluded": sorted(VOLATILE_FILES),
+        "meta": collected.meta,
+        "collector_stderr": collected.stderr,
+        "snapshot": collected.snapshot,
+    }
+    signed = sign_document(doc, key)
+    path = baseline_path(host, settings)
+    _write_atomic(path, json.dumps(signed, sort_keys=True, indent=1).encode() + b"\n")
+    return path
+
+
+def load_baseline(host: str, settings: Settings) -> dict[str, Any]:
+    """The host's baseline, after checking its signature. Missing, unreadable or forged: IntegrityError."""
+    path = baseline_path(host, settings)
+    if not path.is_file():
+        raise IntegrityError(
+            f"no baseline for this host at {path}",
+            target=host,
+            hint="run `orchestrator baseline capture INVENTORY --host "
+            f"{host}` while the host is known to be good; without a baseline it cannot be declared clean",
+        )
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(
+            f"baseline {path} cannot be read: {exc}",
+            target=host,
+            hint="restore it from backup or capture a new one from a known-good host",
+        ) from None
+    sig = doc.get("signature") if isinstance(doc, dict) else None
+    if not isinstance(sig, dict) or sig.get("alg") != SIGNATURE_ALG or not isinstance(sig.get("value"), str):
+        raise IntegrityError(
+            f"baseline {path} carries no valid {SIGNATURE_ALG} signature",
+            target=host,
+            hint="do not trust it; capture a new baseline from a known-good host",
+        )
+    key = signing_key(settings, create=False)
+    expected = hmac.new(key, _canonical(doc), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, sig["value"]):
+        other_key = sig.get("key_id") != _key_id(key)
+        why = "it was signed with another key" if other_key else "its content was changed after signing"
+        raise IntegrityError(
+            f"baseline {path} FAILS its signature check: {why}",
+            target=host,
+            hint="treat the baseline as tampered with; do not restore on it. Capture a new one only "
+            "from a host known to be good (or use the right state dir and key)",
+        )
+    if doc.get("host") != host or doc.get("schema") != BASELINE_SCHEMA:
+        raise IntegrityError(
+            f"baseline {path} belongs to {doc.get('host')!r} ({doc.get('schema')}), not to this host",
+            target=host,
+            hint="capture a baseline for this host",
+        )
+    return dict(doc)
+
+
+def check_host(ssh: CommandRunner, inventory: Inventory, host: str, settings: Settings) -> IntegrityResult:
+    """Compare ``host`` now with its signed baseline; every difference, by category and path."""
+    _host_or_error(inventory, host)
+    baseline = load_baseline(host, settings)  # before touching the host: no baseline, no check
+    roots = tuple(dict.fromkeys((*baseline.get("roots", ()), *host_roots(inventory, host))))
+    collected = collect(ssh, host, roots)
+    differences = diff_snapshots(baseline["snapshot"], collected.snapshot)
+    return IntegrityResult(
+        host=host,
+        differences=differences,
+        baseline_taken=str(baseline.get("taken", "")),
+        checked=_now(),
+        duration_s=collected.duration_s,
+    )
+
+
+def _in_parallel(fn: Callable[[str], Any], hosts: Iterable[str], forks: int) -> dict[str, Any]:
+    hosts = list(dict.fromkeys(hosts))
+    if not hosts:
+        return {}
+
+    def one(host: str) -> Any:
+        try:
+            return fn(host)
+        except OrchestratorError as exc:  # per-host outcome: recorded, the others go on
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
+        return dict(zip(hosts, pool.map(one, hosts), strict=True))
+
+
+def capture_all(
+    ssh: CommandRunner,
+    inventory: Inventory,
+    hosts: Iterable[str],
+    settings: Settings,
+    forks: int | None = None,
+) -> dict[str, Path | OrchestratorError]:
+    """Capture every host in parallel (``forks`` at a time, default ``settings.forks``).
+
+    Each value is the baseline's path, or the error that kept that host from being captured.
+    """
+    signing_key(settings, create=True)  # once, before the threads
+    return _in_parallel(lambda h: capture_baseline(ssh, inventory, h, settings), hosts, forks or settings.forks)
+
+
+def check_all(
+    ssh: CommandRunner,
+    inventory: Inventory,
+    hosts: Iterable[str],
+    settings: Settings,
+    forks: int | None = None,
+) -> dict[str, IntegrityResult | OrchestratorError]:
+    """Check every host in parallel. Each value is the result, or why the host could not be checked
+    (no baseline, a forged baseline, unreachable): such a host is not clean."""
+    return _in_parallel(lambda h: check_host(ssh, inventory, h, settings), hosts, forks or settings.forks)
