@@ -25,6 +25,7 @@ import jsonschema
 import yaml
 
 from orchestrator.errors import InventoryError, Problem
+from orchestrator.gcutil import gc_paused
 from orchestrator.model import (
     Campus,
     Credential,
@@ -561,6 +562,11 @@ class ValidationResult:
 
 def validate_text(text: str, file: str, *, strict: bool = False) -> ValidationResult:
     """Validate inventory text. Raises InventoryError with every problem; returns the model and warnings."""
+    with gc_paused():
+        return _validate_text(text, file, strict)
+
+
+def _validate_text(text: str, file: str, strict: bool) -> ValidationResult:
     parsed = _parse_yaml(text, file)
     problems = _Problems(file, parsed.lines)
     for path, line, first in parsed.duplicates:

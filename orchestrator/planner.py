@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from graphlib import TopologicalSorter
 
 from orchestrator.errors import UsageError
+from orchestrator.gcutil import gc_paused
 from orchestrator.model import (
     Action,
     Host,
@@ -193,7 +194,7 @@ def _restore_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, li
         for group in _group(_levels(in_tier, deps)):
             waves.append((Phase.RESTORE, [
                 Step(id=f"start-host:{h}", action=Action.START_HOST, target=h, tier=tier,
-                     requires=tuple(f"start-host:{d}" for d in inventory.hosts[h].depends_on if d in selected),
+                     requires=_start_requires(inventory, h, tier, selected),
                      verify=f"SSH on {inventory.hosts[h].management_address}:22 answers with its pinned host key")
                 for h in group
             ]))
@@ -236,6 +237,17 @@ def _restore_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, li
     return waves
 
 
+def _start_requires(inventory: Inventory, host: str, tier: int, selected: set[str]) -> tuple[str, ...]:
+    """A host starts after its dependencies: same-tier ones started, lower-tier ones proven healthy
+    (so nothing starts on top of a quarantined host)."""
+    out = []
+    for dep in inventory.hosts[host].depends_on:
+        if dep in selected:
+            same = inventory.hosts[dep].tier == tier
+            out.append(f"start-host:{dep}" if same else f"check-health:{dep}")
+    return tuple(out)
+
+
 def _reconnect_step(inventory: Inventory, segment: str, gate_id: str) -> Step:
     seg = inventory.segments[segment]
     return Step(
@@ -262,6 +274,11 @@ WHOLE_SITE = Scope()
 def build_plan(inventory: Inventory, mode: Mode, scope: Scope = WHOLE_SITE, *,
                selection: Selection | None = None) -> Plan:
     """Build the plan. ``selection`` overrides the scope (restore of exactly what one run did)."""
+    with gc_paused():
+        return _build_plan(inventory, mode, scope, selection)
+
+
+def _build_plan(inventory: Inventory, mode: Mode, scope: Scope, selection: Selection | None) -> Plan:
     sel = selection or resolve_scope(inventory, scope)
     phases: list[tuple[Phase, list[Step]]]
     if mode in (Mode.CONTAIN, Mode.SHUTDOWN):
