@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := /var/lib/orchestrator-lab/.system-packages
-SYSTEM_PACKAGES := systemd-container debootstrap nftables iproute2 openssh-client chromium
+SYSTEM_PACKAGES := systemd-container debootstrap nftables iproute2 iputils-ping openssh-client chromium ruby
 
 .PHONY: setup system venv test test-unit test-lab lint drill bench clean lab-up lab-down
 

@@ -423,15 +423,17 @@ class Executor:
         return _Outcome(changed=changed, already=not changed, evidence=evidence)
 
     def _check_segment_ready(self, segment: str) -> None:
-        """A segment comes back only when each of its hosts passed, or is quarantined and off."""
+        """A segment comes back only when each of its hosts passed its checks, or is proven off
+        (quarantined, or never started because something it needs did not pass)."""
+        planned = {s.id for s in self.plan.steps()}
         blocking = []
         for host in self.inventory.hosts_in_segment(segment):
             health = self.results.get(f"check-health:{host.name}")
-            if f"start-host:{host.name}" not in {s.id for s in self.plan.steps()}:
+            if f"start-host:{host.name}" not in planned:
                 continue
             if health is not None and health.ok:
                 continue
-            if host.name in self.quarantined and self.probes.host_off(host).passed:
+            if self.probes.host_off(host).passed:
                 continue
             blocking.append(host.name)
         if blocking:

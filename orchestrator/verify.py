@@ -51,13 +51,21 @@ class Probes:
             return f"unknown ({exc.message})"
 
     def host_off(self, host: Host) -> Verification:
+        """Off: SSH closed and the power driver says off. Without a power driver, SSH closed is not
+        enough (sshd may just have died): the management address must not answer ICMP either."""
+        from orchestrator.drivers import icmp
+
         ssh_up = self.ssh_answers(host)
         state = self.power_state(host)
-        passed = not ssh_up and state in (None, "stopped")
-        return Verification(passed, "host-off", {
+        evidence: dict[str, Any] = {
             "ssh_port_22": "answers" if ssh_up else "closed",
             "power": state if state is not None else "no power driver",
-        })
+        }
+        if state is None:
+            alive = not ssh_up and icmp.echo(str(host.management_address))
+            evidence["icmp"] = "answers" if alive else "silent"
+            return Verification(not ssh_up and not alive, "host-off", evidence)
+        return Verification(not ssh_up and state == "stopped", "host-off", evidence)
 
     def wait_host_off(self, host: Host, timeout_s: float) -> Verification:
         last: list[Verification] = []

@@ -1,0 +1,172 @@
+"""The lab tier: one nspawn lab per test session, built from inventories/lab.yml, torn down at the end.
+
+Fixtures:
+- ``lab_inventory``: the loaded inventories/lab.yml.
+- ``lab_up_status``: the LabStatus returned by ``lab_up`` (session).
+- ``lab_status``: a fresh LabStatus (function scope: machines may have been powered off and on).
+- ``lab_run``: ``lab_run(machine, command, check=True) -> LabResult``, SSH as root with the lab's
+  pinned keys (paramiko, RejectPolicy).
+- ``lab_ssh``: a ``LabSsh`` (``client(address)``, ``run_at(address, command)``, ``wait(address)``)
+  for machines addressed directly, e.g. while one is powered off and on.
+- ``lab_host``: ``lab_host(machine) -> testinfra.host.Host`` over the ssh backend with strict host keys.
+
+Set ORCHESTRATOR_LAB_KEEP=1 to leave the lab up after the session (for poking at it by hand).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+import pytest
+import testinfra
+from testinfra.host import Host
+
+from orchestrator import lab
+from orchestrator.inventory import load_inventory
+from orchestrator.lab import keys
+from orchestrator.model import Inventory
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_INVENTORY = REPO / "inventories" / "lab.yml"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.lab)
+
+
+@dataclass(frozen=True)
+class LabResult:
+    machine: str
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class LabCommandError(AssertionError):
+    pass
+
+
+def ssh_client(
+    address: str, known_hosts: Path | None = None, timeout: float = 10.0, username: str = "root"
+) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known_hosts or keys.known_hosts_path(lab.LAB_ROOT)))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        address,
+        username=username,
+        key_filename=str(keys.client_key_path(lab.LAB_ROOT)),
+        timeout=timeout,
+        banner_timeout=timeout,
+        auth_timeout=timeout,
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    return client
+
+
+def run_on(address: str, machine: str, command: str, timeout: float = 60.0) -> LabResult:
+    client = ssh_client(address)
+    try:
+        _in, out, err = client.exec_command(command, timeout=timeout)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+        return LabResult(machine, command, out.channel.recv_exit_status(), stdout, stderr)
+    finally:
+        client.close()
+
+
+def wait_ssh(address: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ssh_client(address, timeout=2.0).close()
+            return
+        except (OSError, paramiko.SSHException, EOFError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class LabSsh:
+    """SSH helpers with the lab's pinned keys, by management address."""
+
+    client = staticmethod(ssh_client)
+    run_at = staticmethod(run_on)
+    wait = staticmethod(wait_ssh)
+
+
+@pytest.fixture
+def lab_ssh(lab_up_status: lab.LabStatus) -> LabSsh:
+    return LabSsh()
+
+
+@pytest.fixture(scope="session")
+def lab_inventory() -> Inventory:
+    return load_inventory(LAB_INVENTORY)
+
+
+@pytest.fixture(scope="session")
+def lab_up_status(lab_inventory: Inventory) -> Iterator[lab.LabStatus]:
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root (containers, bridges, mounts); CI runs them as root")
+    missing = lab.missing_system_packages()
+    if missing:
+        pytest.fail("missing system packages for the lab: " + " ".join(missing) + " (run `make setup`)")
+    status = lab.lab_up(lab_inventory)
+    yield status
+    if not os.environ.get("ORCHESTRATOR_LAB_KEEP"):
+        lab.lab_down(lab_inventory)
+
+
+@pytest.fixture
+def lab_status(lab_inventory: Inventory, lab_up_status: lab.LabStatus) -> lab.LabStatus:
+    return lab.lab_status(lab_inventory)
+
+
+@pytest.fixture
+def lab_run(lab_up_status: lab.LabStatus) -> Callable[..., LabResult]:
+    addresses = {m.name: m.management_address for m in lab_up_status.machines}
+
+    def run(machine: str, command: str, check: bool = True, timeout: float = 60.0) -> LabResult:
+        result = run_on(addresses[machine], machine, command, timeout)
+        if check and result.rc != 0:
+            raise LabCommandError(f"{machine}: `{command}` exited {result.rc}: {result.stderr.strip()}")
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def lab_ssh_config(lab_up_status: lab.LabStatus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lab-ssh") / "ssh_config"
+    path.write_text(
+        "Host *\n"
+        "  User root\n"
+        f"  IdentityFile {keys.client_key_path(lab.LAB_ROOT)}\n"
+        "  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {keys.known_hosts_path(lab.LAB_ROOT)}\n"
+        "  StrictHostKeyChecking yes\n"
+        "  BatchMode yes\n"
+        "  ConnectTimeout 10\n"
+    )
+    return path
+
+
+@pytest.fixture
+def lab_host(lab_up_status: lab.LabStatus, lab_ssh_config: Path) -> Callable[[str], Host]:
+    addresses = {m.name: m.management_address for m in lab_up_status.machines}
+
+    def host(machine: str) -> Host:
+        return testinfra.get_host(f"ssh://root@{addresses[machine]}", ssh_config=str(lab_ssh_config))
+
+    return host
