@@ -168,7 +168,7 @@ def run_drill(inventory: Inventory, settings: Settings, *, keep: bool, reports_d
                         result.reports.append(str(path))
         finally:
             ssh.close()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the drill reports what broke and still tears the lab down
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         if keep:
@@ -177,7 +177,7 @@ def run_drill(inventory: Inventory, settings: Settings, *, keep: bool, reports_d
             with _timed(result, "lab-down", progress):
                 try:
                     lab_down(inventory)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - a failed teardown is reported, not raised over the result
                     result.error = result.error or f"lab down failed: {exc}"
         result.timings["total"] = round(time.monotonic() - t_all, 2)
     return result

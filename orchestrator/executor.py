@@ -303,7 +303,7 @@ class Executor:
         except OrchestratorError as exc:
             result = StepResult(step.id, StepStatus.FAILED, error=f"{exc.code}: {exc}",
                                 duration_s=round(time.monotonic() - t0, 3))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded against the step, the run goes on
             result = StepResult(step.id, StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
                                 duration_s=round(time.monotonic() - t0, 3))
         self._finish(step, result)
@@ -490,7 +490,10 @@ class Executor:
         hosts = {s.target: self.inventory.hosts[s.target] for s in steps}
 
         def probe(h: Host) -> tuple[str, Verification, bool]:
-            off = self.probes.host_off(h)
+            try:
+                off = self.probes.host_off(h)
+            except OrchestratorError as exc:
+                off = Verification(False, "host-off", {"probe": f"{exc.code}: {exc}"})
             return h.name, off, self.probes.ssh_answers(h)
 
         with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(hosts)))) as pool:
@@ -507,6 +510,13 @@ class Executor:
                 playbook = {n: {"status": "error", "message": str(exc)} for n in to_stop}
 
         def finish(step: Step) -> None:
+            try:
+                finish_one(step)
+            except Exception as exc:  # noqa: BLE001 - recorded against the step, the wave goes on
+                self._finish(step, StepResult(step.id, StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
+                                              duration_s=round(time.monotonic() - t0, 3)))
+
+        def finish_one(step: Step) -> None:
             host = hosts[step.target]
             off_before, up_before = before[host.name]
             evidence: dict[str, Any] = {"before": dict(off_before.evidence),
@@ -715,7 +725,7 @@ def _answers_check(probes: Probes, host: Host) -> Callable[[], bool]:
 def _safe(check: Callable[[], bool]) -> bool:
     try:
         return check()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a probe that cannot run proves nothing: counted as failed
         return False
 
 

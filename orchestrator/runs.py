@@ -99,7 +99,7 @@ def start_run(inventory: Inventory, plan: Plan, settings: Settings, options: Run
             from orchestrator.report import topology_of
 
             topology: Any = topology_of(inventory)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the report's topology is a convenience, not evidence
             topology = None
         recorder.emit(
             "run-started", operator=options.operator or current_operator(), host=socket.gethostname(),
@@ -109,7 +109,7 @@ def start_run(inventory: Inventory, plan: Plan, settings: Settings, options: Run
             topology=topology, dry_run=options.dry_run, approve=options.approve.value,
         )
         if lock.stale is not None:
-            recorder.emit("lock-taken-over", **lock.stale.as_dict())
+            recorder.emit("lock-taken-over", holder=lock.stale.as_dict())
         executor = Executor(inventory=inventory, plan=plan, settings=settings, run_id=run_id, run_dir=run_dir,
                             recorder=recorder, options=options, stop_event=stop_event)
         try:
@@ -211,7 +211,7 @@ def resume_run(run_id: str, settings: Settings, options: RunOptions, *, observer
                       host=socket.gethostname(), plan_id=plan.plan_id,
                       verified_before=sorted(k for k, v in state.step_results().items() if v.ok))
         if lock.stale is not None:
-            recorder.emit("lock-taken-over", **lock.stale.as_dict())
+            recorder.emit("lock-taken-over", holder=lock.stale.as_dict())
         prior = {k: v for k, v in state.step_results().items() if v.ok}
         executor = Executor(
             inventory=inventory, plan=plan, settings=settings, run_id=run_id, run_dir=run_dir, recorder=recorder,

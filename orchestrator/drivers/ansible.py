@@ -378,7 +378,7 @@ class AnsibleDriver:
             if mapped is not None and not sink_failure:
                 try:
                     self._emit(mapped)
-                except Exception as exc:  # the journal cannot record: stop the run, re-raise after
+                except Exception as exc:  # noqa: BLE001 - the journal cannot record: stop the run, re-raise after
                     sink_failure.append(exc)
             return True
 

@@ -547,7 +547,7 @@ def parse_interface_names(output: str) -> list[str]:
 def _alive(session: Session) -> bool:
     try:
         return bool(session.is_alive())
-    except Exception:
+    except Exception:  # noqa: BLE001 - hanging up must never mask the error being reported
         return False
 
 

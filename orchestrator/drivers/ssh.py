@@ -271,7 +271,7 @@ class SshDriver:
                 look_for_keys=False,
                 allow_agent=False,
             )
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised after cleanup
             client.close()
             raise self._connect_error(exc, target, where, known_hosts) from None
         return client
