@@ -1,6 +1,7 @@
 """Runs a Plan wave by wave: for every step probe -> act -> verify, every outcome journaled.
 
-* Steps of one wave run in parallel (bounded by ``forks``); steps on one device are serialised.
+* Steps of one wave run in parallel (bounded by ``forks``); commands to one device are serialised
+  by its driver, probes are not.
 * A step whose ``requires`` did not succeed is skipped and reported; the rest goes on.
 * Containment already in force is verified, not applied twice (escalating from contain-only).
 * A graceful stop that does not finish escalates to an out-of-band power off, recorded.
@@ -202,7 +203,6 @@ class Executor:
         self.started = started_mono if started_mono is not None else time.monotonic()
         self.drivers = Drivers(inventory, run_dir, options.forks, self._ansible_event)
         self.probes = Probes(inventory, _LazySsh(self.drivers), self.drivers.power_for)
-        self._device_locks: dict[str, threading.Lock] = {d: threading.Lock() for d in inventory.devices}
         self.quarantined: dict[str, str] = {}
         self.approved_gates = set(approvals)
         self.time_to_containment: float | None = None
@@ -287,13 +287,8 @@ class Executor:
         if self.options.dry_run:
             self._finish(step, StepResult(step.id, StepStatus.DRY_RUN, evidence={"would": step.verify}))
             return
-        lock = self._device_locks.get(step.device or "")
         try:
-            if lock is not None:
-                with lock:
-                    outcome = self._dispatch(step)
-            else:
-                outcome = self._dispatch(step)
+            outcome = self._dispatch(step)  # the netmiko driver serialises commands per device
             result = StepResult(step.id, StepStatus.VERIFIED, changed=outcome.changed, already=outcome.already,
                                 escalated=outcome.escalated, evidence=outcome.evidence,
                                 duration_s=round(time.monotonic() - t0, 3))

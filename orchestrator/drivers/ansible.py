@@ -499,10 +499,11 @@ class AnsibleDriver:
     def control_path_dir(self) -> Path:
         """The parent of the per-run control-socket directories, short enough for SSH (limit 107 bytes).
 
-        A socket path is this directory, ``/`` + 8 characters of run id, ``/`` + ``%C`` (40).
+        A socket path is this directory, ``/`` + 8 characters of run id, ``/`` + ``%C`` (40), and
+        while ssh sets the master up, a random ``.XXXXXXXXXXXXXXXX`` suffix (17): so at most 39 here.
         """
         candidate = self.work_dir / "cp"
-        if len(str(candidate)) > 55:
+        if len(str(candidate)) > 39:
             digest = hashlib.sha256(str(self.work_dir).encode()).hexdigest()[:12]
             candidate = Path("/tmp") / f"orchestrator-cp-{digest}"
         candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
