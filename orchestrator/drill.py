@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,23 +66,27 @@ def verify_shut_down(inventory: Inventory, probes: Any) -> list[Check]:
     """Judged from outside: stopped hosts are off (SSH closed, container stopped), kept hosts answer,
     the vendor peer cannot reach inside, and a kept host cannot cross its gateway."""
     kept = inventory.keep_reasons()
-    checks = []
-    for host in inventory.hosts.values():
+
+    def judge(host: Any) -> Check:
         if host.name in kept:
             v = probes.host_up(host)
-            checks.append(Check(f"kept {host.name} answers", v.passed, str(dict(v.evidence))))
-        else:
-            v = probes.host_off(host)
-            checks.append(Check(f"{host.name} is off", v.passed, str(dict(v.evidence))))
+            return Check(f"kept {host.name} answers", v.passed, str(dict(v.evidence)))
+        v = probes.host_off(host)
+        return Check(f"{host.name} is off", v.passed, str(dict(v.evidence)))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        checks = list(pool.map(judge, inventory.hosts.values()))
     checks += _reach_checks(inventory, probes, expect=False)
     return checks
 
 
 def verify_restored(inventory: Inventory, probes: Any) -> list[Check]:
-    checks = []
-    for host in inventory.hosts.values():
+    def judge(host: Any) -> Check:
         v = probes.host_up(host)
-        checks.append(Check(f"{host.name} is back", v.passed, str(dict(v.evidence))))
+        return Check(f"{host.name} is back", v.passed, str(dict(v.evidence)))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        checks = list(pool.map(judge, inventory.hosts.values()))
     checks += _reach_checks(inventory, probes, expect=True)
     return checks
 
@@ -89,18 +94,20 @@ def verify_restored(inventory: Inventory, probes: Any) -> list[Check]:
 def _reach_checks(inventory: Inventory, probes: Any, *, expect: bool) -> list[Check]:
     """Cross-segment and vendor reachability from a running host of each segment."""
     word = "reaches" if expect else "cannot reach"
-    checks = []
-    for seg in sorted(inventory.segments.values(), key=lambda s: s.name):
-        if seg.name == inventory.management_segment:
-            continue
+
+    def judge(seg: Any) -> list[Check]:
         inside = [h for h in inventory.hosts_in_segment(seg.name) if probes.ssh_answers(h)]
         if not inside:
-            continue
-        targets = probes.cross_gateway_targets(seg.name)[:1]
-        for target in targets:
-            got = probes.reaches(inside[0].name, target, expect=expect)
-            checks.append(Check(f"{seg.name} ({inside[0].name}) {word} {target} across {seg.gateway}",
-                                got == expect, f"ping {'answered' if got else 'failed'}"))
+            return []
+        targets = probes.cross_gateway_targets(seg.name)[:2]
+        answers = probes.reach_map(inside[0].name, targets, expect=expect)
+        return [Check(f"{seg.name} ({inside[0].name}) {word} {t} across {seg.gateway}", got == expect,
+                      f"ping {'answered' if got else 'failed'}") for t, got in answers.items()]
+
+    segments = [s for s in sorted(inventory.segments.values(), key=lambda s: s.name)
+                if s.name != inventory.management_segment]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        checks = [c for group in pool.map(judge, segments) for c in group]
     if inventory.lab is not None:
         inside_targets = [str(s.gateway_address) for s in sorted(inventory.segments.values(), key=lambda s: s.name)
                           if s.gateway_address is not None][:1]

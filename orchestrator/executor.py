@@ -444,12 +444,15 @@ class Executor:
             return {"probe_host": None, "note": "no running host in the segment to probe from"}
         probe_host = hosts[0]
         targets = self.probes.cross_gateway_targets(segment)[:3]
-        crosses = [t for t in targets if self.probes.reaches(probe_host.name, t, expect=expect_reach)]
+        neighbour = str(hosts[1].address) if len(hosts) > 1 else None
+        answers = self.probes.reach_map(probe_host.name, targets + ([neighbour] if neighbour else []),
+                                        expect=expect_reach or neighbour is not None)
+        crosses = [t for t in targets if answers[t]]
         out: dict[str, Any] = {"probe_host": probe_host.name, "targets": targets, "crosses": crosses,
                                "reaches_beyond": bool(crosses)}
-        if len(hosts) > 1:
+        if neighbour is not None:
             out["same_segment_peer"] = hosts[1].name
-            out["same_segment_broken"] = not self.probes.reaches(probe_host.name, str(hosts[1].address), expect=True)
+            out["same_segment_broken"] = not answers[neighbour]
         return out
 
     def _link_probe(self, step: Step, expect_reach: bool = False) -> dict[str, Any]:
@@ -458,7 +461,8 @@ class Executor:
         if lab is None or link.name not in lab.peers:
             return {"probed": False, "note": "no lab peer: judged from the running config"}
         targets = self._inside_targets()
-        crosses = [t for t in targets if self.probes.peer_reaches(link.name, t, expect=expect_reach)]
+        answers = self.probes.peer_reach_map(link.name, targets, expect=expect_reach)
+        crosses = [t for t in targets if answers[t]]
         return {"probed": True, "from": f"peer of {link.name}", "targets": targets, "crosses": crosses,
                 "reaches": bool(crosses)}
 

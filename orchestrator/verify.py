@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 import time
 from collections.abc import Callable, Iterable
@@ -101,23 +102,32 @@ class Probes:
     # ---- reachability from inside ---------------------------------------------------------------
 
     def reaches(self, from_host: str, address: str, *, expect: bool) -> bool:
-        """Ping from a host (over its management SSH). ``expect`` tunes patience: proving
-        reachability tries a few times, proving a cut answers after one short timeout."""
-        count, wait = ("3", "1") if expect else ("1", "1")
-        cmd = f"ping -n -q -c {count} -i 0.2 -W {wait} {shlex.quote(address)} >/dev/null 2>&1"
-        result = self.ssh.run(from_host, cmd, timeout_s=10)
-        return bool(result.exit_status == 0)
+        return self.reach_map(from_host, [address], expect=expect)[address]
 
     def peer_reaches(self, link_name: str, address: str, *, expect: bool) -> bool:
+        return self.peer_reach_map(link_name, [address], expect=expect)[address]
+
+    def reach_map(self, from_host: str, addresses: Iterable[str], *, expect: bool) -> dict[str, bool]:
+        """Ping several addresses at once from a host (over its management SSH): one command, the
+        pings in parallel, so proving a cut costs one timeout, not one per target. ``expect`` tunes
+        patience: proving reachability tries a few times, proving a cut waits one short timeout."""
+        targets = list(dict.fromkeys(addresses))
+        if not targets:
+            return {}
+        result = self.ssh.run(from_host, _parallel_ping(targets, expect), timeout_s=15)
+        return _parse_ping_lines(result.stdout, targets)
+
+    def peer_reach_map(self, link_name: str, addresses: Iterable[str], *, expect: bool) -> dict[str, bool]:
         lab = self.inventory.lab
         if lab is None or link_name not in lab.peers:
             raise DriverError(f"link {link_name} has no lab peer to probe from", target=link_name)
+        targets = list(dict.fromkeys(addresses))
+        if not targets:
+            return {}
         peer = lab.peers[link_name]
         cred = self.inventory.credentials[self._lab_credential()]
-        count = "3" if expect else "1"
-        cmd = f"ping -n -q -c {count} -i 0.2 -W 1 {shlex.quote(address)} >/dev/null 2>&1"
-        result = self.ssh.run_at(str(peer.management_address), cred, cmd, timeout_s=10)
-        return bool(result.exit_status == 0)
+        result = self.ssh.run_at(str(peer.management_address), cred, _parallel_ping(targets, expect), timeout_s=15)
+        return _parse_ping_lines(result.stdout, targets)
 
     def _lab_credential(self) -> str:
         names = sorted({h.credentials for h in self.inventory.hosts.values()})
@@ -137,3 +147,28 @@ class Probes:
                   and s.name != self.inventory.management_segment]
         return [str(s.gateway_address) for s in sorted(same_gw, key=lambda s: s.name)] + \
                [str(s.gateway_address) for s in sorted(others, key=lambda s: s.name)]
+
+
+def _parallel_ping(targets: list[str], expect: bool) -> str:
+    count = 3 if expect else 1
+    for t in targets:
+        ipaddress.IPv4Address(t)  # only addresses reach the shell
+    jobs = " ".join(
+        f"(ping -n -q -c {count} -i 0.2 -W 1 {shlex.quote(t)} >/dev/null 2>&1 && echo 'reach {t} yes' "
+        f"|| echo 'reach {t} no') &"
+        for t in targets
+    )
+    return f"{jobs} wait"
+
+
+def _parse_ping_lines(stdout: str, targets: list[str]) -> dict[str, bool]:
+    answers = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "reach":
+            answers[parts[1]] = parts[2] == "yes"
+    missing = [t for t in targets if t not in answers]
+    if missing:
+        raise DriverError(f"the reachability probe gave no answer for {', '.join(missing)}",
+                          hint="check that ping (iputils-ping) is installed on the probing machine")
+    return {t: answers[t] for t in targets}

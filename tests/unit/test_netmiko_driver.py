@@ -366,7 +366,7 @@ def test_calls_for_one_device_take_turns(driver: NetmikoDriver, connector: Conne
         try:
             for _ in range(5):
                 driver.running_config("deu-core")
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
