@@ -200,6 +200,8 @@ def lab_up_cmd(inventory: str, as_json: bool) -> None:
 
     status = lab_up(load(inventory))
     render_lab(status.as_dict(), as_json)
+    if not as_json and status.timings:
+        console.print("lab up: " + ", ".join(f"{k} {v:.1f} s" for k, v in status.timings.items()))
 
 
 @lab.command("down")
