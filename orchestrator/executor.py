@@ -16,7 +16,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -204,6 +204,7 @@ class Executor:
         self.drivers = Drivers(inventory, run_dir, options.forks, self._ansible_event)
         self.probes = Probes(inventory, _LazySsh(self.drivers), self.drivers.power_for)
         self.quarantined: dict[str, str] = {}
+        self._preflight: dict[str, Future[dict[str, Any]]] = {}
         self.approved_gates = set(approvals)
         self.time_to_containment: float | None = None
         self.time_to_shutdown: float | None = None
@@ -213,8 +214,22 @@ class Executor:
     def request_stop(self) -> None:
         self.stop_event.set()
 
+    def _start_preflight(self) -> ThreadPoolExecutor | None:
+        """Probe, before anything changes, what each cut and isolation should stop: done in the
+        background while the configs are backed up, so the "before" evidence costs no time."""
+        steps = [s for s in self.plan.steps() if s.action in (Action.CUT_LINK, Action.ISOLATE_SEGMENT)
+                 and not (s.id in self.results and self.results[s.id].ok)]
+        if not steps or self.options.dry_run:
+            return None
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(steps))))
+        for step in steps:
+            probe = self._reach_probe if step.action is Action.ISOLATE_SEGMENT else self._link_probe
+            self._preflight[step.id] = pool.submit(_safe_probe, probe, step)
+        return pool
+
     def run(self) -> RunResult:
         interrupted = False
+        preflight = self._start_preflight()
         try:
             for wave in self.plan.waves:
                 if self.stop_event.is_set():
@@ -230,6 +245,8 @@ class Executor:
                     interrupted = any(s.id not in self.results for s in self.plan.steps())
                 self._milestones(wave)
         finally:
+            if preflight is not None:
+                preflight.shutdown(wait=True, cancel_futures=True)
             self.drivers.close()
         return RunResult(
             run_id=self.run_id, plan=self.plan, results=dict(self.results), interrupted=interrupted,
@@ -372,7 +389,8 @@ class Executor:
     def _contain(self, step: Step) -> _Outcome:
         action = step.action.value
         assert step.device is not None
-        before = self._reach_probe(step) if step.action is Action.ISOLATE_SEGMENT else self._link_probe(step)
+        pending = self._preflight.get(step.id)
+        before = pending.result() if pending is not None else {"note": "not probed"}
         changed, evidence = self._device_action(step, action)
         in_force = self.drivers.net.is_in_force(step.device, action, step.target)
         evidence["rule_in_running_config"] = in_force
@@ -719,6 +737,13 @@ def _off_check(probes: Probes, host: Host) -> Callable[[], bool]:
 
 def _answers_check(probes: Probes, host: Host) -> Callable[[], bool]:
     return lambda: probes.ssh_answers(host, 2.0)
+
+
+def _safe_probe(probe: Callable[[Step], dict[str, Any]], step: Step) -> dict[str, Any]:
+    try:
+        return probe(step)
+    except OrchestratorError as exc:
+        return {"probe_error": f"{exc.code}: {exc}"}
 
 
 def _safe(check: Callable[[], bool]) -> bool:
