@@ -190,7 +190,8 @@ class Executor:
     def __init__(self, *, inventory: Inventory, plan: Plan, settings: Settings, run_id: str, run_dir: Path,
                  recorder: Recorder, options: RunOptions, prior: Mapping[str, StepResult] | None = None,
                  started_mono: float | None = None, approvals: Iterable[str] = (),
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, milestones: Mapping[str, float] | None = None,
+                 quarantined: Mapping[str, str] | None = None) -> None:
         self.inventory = inventory
         self.plan = plan
         self.settings = settings
@@ -203,11 +204,12 @@ class Executor:
         self.started = started_mono if started_mono is not None else time.monotonic()
         self.drivers = Drivers(inventory, run_dir, options.forks, self._ansible_event)
         self.probes = Probes(inventory, _LazySsh(self.drivers), self.drivers.power_for)
-        self.quarantined: dict[str, str] = {}
+        self.quarantined: dict[str, str] = dict(quarantined or {})
+        self.milestones: dict[str, float] = dict(milestones or {})
         self._preflight: dict[str, Future[dict[str, Any]]] = {}
         self.approved_gates = set(approvals)
-        self.time_to_containment: float | None = None
-        self.time_to_shutdown: float | None = None
+        self.time_to_containment: float | None = self.milestones.get("contained")
+        self.time_to_shutdown: float | None = self.milestones.get("shutdown-complete")
 
     # ---- the run ------------------------------------------------------------------------------
 
@@ -243,7 +245,7 @@ class Executor:
                 self._run_wave(wave, todo)
                 if self.stop_event.is_set():
                     interrupted = any(s.id not in self.results for s in self.plan.steps())
-                self._milestones(wave)
+                self._milestones()
         finally:
             if preflight is not None:
                 preflight.shutdown(wait=True, cancel_futures=True)
@@ -254,26 +256,30 @@ class Executor:
             quarantined=dict(self.quarantined), journal_path=self.settings.journal_path(self.run_id),
         )
 
-    def _milestones(self, wave: Wave) -> None:
+    def _milestones(self) -> None:
+        """Each milestone once, when its phase is first complete (also when a resume completes it)."""
         if self.options.dry_run:
             return  # nothing was contained: a dry run has no milestones
+
         def phase_done(phase: Phase) -> bool:
             steps = [s for w in self.plan.waves if w.phase is phase for s in w.steps]
             return bool(steps) and all(s.id in self.results and self.results[s.id].ok for s in steps)
 
-        def last_wave_of(phase: Phase) -> int:
-            return max((w.index for w in self.plan.waves if w.phase is phase), default=-1)
-
         elapsed = round(time.monotonic() - self.started, 3)
-        if wave.index == last_wave_of(Phase.CONTAIN) and phase_done(Phase.CONTAIN):
-            self.time_to_containment = elapsed
-            self.rec.emit("milestone", name="contained", elapsed_s=elapsed)
-        if wave.index == last_wave_of(Phase.SHUTDOWN) and phase_done(Phase.SHUTDOWN) and phase_done(Phase.CONTAIN):
-            self.time_to_shutdown = elapsed
-            self.rec.emit("milestone", name="shutdown-complete", elapsed_s=elapsed)
-        if self.plan.mode is Mode.RESTORE and wave.index == len(self.plan.waves) - 1 and \
-                all(s.id in self.results and self.results[s.id].ok for s in self.plan.steps()):
-            self.rec.emit("milestone", name="restored", elapsed_s=elapsed)
+        reached = []
+        if phase_done(Phase.CONTAIN):
+            reached.append("contained")
+            if phase_done(Phase.SHUTDOWN):
+                reached.append("shutdown-complete")
+        if self.plan.mode is Mode.RESTORE and all(s.id in self.results and self.results[s.id].ok
+                                                  for s in self.plan.steps()):
+            reached.append("restored")
+        for name in reached:
+            if name not in self.milestones:
+                self.milestones[name] = elapsed
+                self.rec.emit("milestone", name=name, elapsed_s=elapsed)
+        self.time_to_containment = self.milestones.get("contained")
+        self.time_to_shutdown = self.milestones.get("shutdown-complete")
 
     def _run_wave(self, wave: Wave, todo: list[Step]) -> None:
         runnable: list[Step] = []

@@ -213,10 +213,15 @@ def resume_run(run_id: str, settings: Settings, options: RunOptions, *, observer
         if lock.stale is not None:
             recorder.emit("lock-taken-over", holder=lock.stale.as_dict())
         prior = {k: v for k, v in state.step_results().items() if v.ok}
+        if any(s.id not in prior for s in plan.steps() if s.action is not Action.VERIFY):
+            # what this resume changes must pass the final verification again
+            prior = {k: v for k, v in prior.items() if plan.step(k).action is not Action.VERIFY}
         executor = Executor(
             inventory=inventory, plan=plan, settings=settings, run_id=run_id, run_dir=run_dir, recorder=recorder,
             options=options, prior=prior, approvals=state.approved_gates, stop_event=stop_event,
-            started_mono=time.monotonic() - state.elapsed_before_resume())
+            started_mono=time.monotonic() - state.elapsed_before_resume(),
+            milestones={r["name"]: float(r["elapsed_s"]) for r in state.records if r.get("type") == "milestone"},
+            quarantined={r["host"]: r["reason"] for r in state.records if r.get("type") == "quarantine"})
         try:
             result = executor.run()
             if result.interrupted:
@@ -267,7 +272,8 @@ def selection_from_run(settings: Settings, run_id: str, inventory: Inventory) ->
     links = sorted({s.target for s in done if s.action is Action.CUT_LINK})
     # hosts that stayed running in an isolated segment are checked before it is reconnected
     hosts = sorted(set(hosts) | {h.name for h in inventory.hosts.values() if h.segment in segments})
-    unknown = [n for n in hosts if n not in inventory.hosts] + [n for n in segments if n not in inventory.segments]
+    unknown = ([n for n in hosts if n not in inventory.hosts] + [n for n in segments if n not in inventory.segments]
+               + [n for n in links if n not in inventory.links])
     if unknown:
         raise UsageError(f"run {run_id} touched things the inventory no longer has: {', '.join(unknown)}",
                          hint="restore with the inventory that run used: " + str(settings.run_dir(run_id) /
