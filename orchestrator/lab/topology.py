@@ -37,7 +37,8 @@ BRIDGE_PREFIX = "ol-"
 VETH_PREFIX = "ov"
 MAX_IFNAME = 15
 DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
-FORBIDDEN = ipaddress.IPv4Network("192.0.2.0/24")  # the lab machine's own network: never used by a lab
+# TEST-NET-1 (RFC 5737) is the lab machine's own network here: a lab never uses it, nor routes to it.
+FORBIDDEN = ipaddress.IPv4Network((0xC0000200, 24))
 
 # Units that exist in the lab image; any other service a host lists becomes a small stub unit.
 IMAGE_SERVICES = frozenset({"ssh", "sshd", "cron", "dbus", "systemd-networkd", "systemd-journald", "nftables", "frr"})

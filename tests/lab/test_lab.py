@@ -19,11 +19,11 @@ from orchestrator import lab
 from orchestrator.drivers.power import LabPower
 from orchestrator.errors import LabError
 from orchestrator.lab import machines
-from orchestrator.lab.topology import MGMT_IF, Topology, topology
+from orchestrator.lab.topology import FORBIDDEN, MGMT_IF, Topology, topology
 from orchestrator.model import Inventory
 
 Run = Callable[..., Any]
-OUTSIDE = "192.0.2.1"  # the lab machine's own network: must be unreachable from every lab machine
+OUTSIDE = str(FORBIDDEN[1])  # the lab machine's own network: must be unreachable from every lab machine
 
 
 def _topo(inv: Inventory) -> Topology:
