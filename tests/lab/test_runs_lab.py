@@ -399,3 +399,31 @@ def test_no_secret_reaches_journal_output_reports_or_artifacts(
             data = path.read_bytes().decode("utf-8", errors="ignore")
             for needle in needles:
                 assert needle not in data, f"secret found in {path}"
+
+
+def test_ctrl_c_finishes_the_steps_in_flight_journals_them_and_resume_completes(
+    state_dir: Path, lab_inventory: Inventory
+) -> None:
+    env = {**os.environ, "ORCHESTRATOR_STATE_DIR": str(state_dir)}
+    runs = state_dir / "runs"
+    before = set(runs.iterdir()) if runs.exists() else set()
+    proc = subprocess.Popen([CLI, "shutdown", LAB_YML, "--campus", "deurne", "--yes", "--json"], cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event.get("type") == "wave-started" and event.get("phase") == "shutdown":
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            break
+    proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    (run_dir,) = set(runs.iterdir()) - before
+    recs = records(state_dir, run_dir.name)
+    assert any(r["type"] == "run-interrupted" for r in recs)
+    assert recs[-1]["type"] == "run-finished" and recs[-1]["status"] == "interrupted"
+    started = {r["step_id"] for r in recs if r["type"] == "step-started"}
+    assert started <= set(finished(recs)), "a step in flight was not journaled"
+    res = orch(state_dir, "resume", run_dir.name)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert records(state_dir, run_dir.name)[-1]["status"] == "completed"
+    restore_lab(lab_inventory)
