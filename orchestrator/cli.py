@@ -649,19 +649,9 @@ def baseline() -> None:
 def baseline_capture(ctx: click.Context, inventory_path: str, campuses: tuple[str, ...], segments: tuple[str, ...],
                      hosts: tuple[str, ...], as_json: bool) -> None:
     """Record each host's files, packages, users, keys, cron, units, ports and SUID files, signed."""
-    from orchestrator.drivers.ssh import SshDriver
     from orchestrator.integrity import capture_all
-    from orchestrator.planner import resolve_scope
 
-    inventory = load(inventory_path)
-    settings = settings_from(ctx)
-    names = resolve_scope(inventory, make_scope(campuses, segments, hosts)).hosts
-    ssh = SshDriver(inventory)
-    try:
-        outcome = capture_all(ssh, inventory, names, settings, forks=settings.forks)
-    finally:
-        ssh.close()
-    doc = _outcome_doc(outcome)
+    doc = _outcome_doc(_per_host(ctx, capture_all, inventory_path, make_scope(campuses, segments, hosts)))
     if as_json:
         emit_json(doc)
     else:
@@ -669,6 +659,21 @@ def baseline_capture(ctx: click.Context, inventory_path: str, campuses: tuple[st
             mark = "[green]captured[/]" if item["ok"] else "[red]failed[/]"
             console.print(f"{mark} {name}: {item['detail']}", soft_wrap=True)
     raise Exit(EXIT_OK if all(i["ok"] for i in doc["hosts"].values()) else EXIT_FAILED)
+
+
+def _per_host(ctx: click.Context, action: Callable[..., Any], inventory_path: str, scope: Scope) -> Any:
+    """Run an integrity action (capture or check) over the scope's hosts, in parallel over SSH."""
+    from orchestrator.drivers.ssh import SshDriver
+    from orchestrator.planner import resolve_scope
+
+    inventory = load(inventory_path)
+    settings = settings_from(ctx)
+    names = resolve_scope(inventory, scope).hosts
+    ssh = SshDriver(inventory)
+    try:
+        return action(ssh, inventory, names, settings, forks=settings.forks)
+    finally:
+        ssh.close()
 
 
 def _outcome_doc(outcome: Any) -> dict[str, Any]:
@@ -694,18 +699,9 @@ def integrity() -> None:
 def integrity_check(ctx: click.Context, inventory_path: str, campuses: tuple[str, ...], segments: tuple[str, ...],
                     hosts: tuple[str, ...], as_json: bool) -> None:
     """Exit 1 when any host differs from its baseline, naming every differing path."""
-    from orchestrator.drivers.ssh import SshDriver
     from orchestrator.integrity import check_all
-    from orchestrator.planner import resolve_scope
 
-    inventory = load(inventory_path)
-    settings = settings_from(ctx)
-    names = resolve_scope(inventory, make_scope(campuses, segments, hosts)).hosts
-    ssh = SshDriver(inventory)
-    try:
-        outcome = check_all(ssh, inventory, names, settings, forks=settings.forks)
-    finally:
-        ssh.close()
+    outcome = _per_host(ctx, check_all, inventory_path, make_scope(campuses, segments, hosts))
     doc: dict[str, Any] = {"hosts": {}}
     bad = False
     for name, item in sorted(dict(outcome).items()):
