@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -65,6 +66,7 @@ class CommandOutcome:
     device: str
     commands: tuple[str, ...]
     output: str
+    parts: tuple[tuple[str, ...], ...] = ()  # apply_many: the lines of each change, in order
 
 
 class CommandRejectedError(DriverError):
@@ -97,6 +99,9 @@ class ConnectionParams:
     key_file: str | None = None
     known_hosts: str | None = None
     password: str | None = field(default=None, repr=False)
+    # netmiko's fast_cli (its default): short fixed delays, prompt-driven reads. A slow or unusual
+    # device can turn it off with `vars: {netmiko_fast_cli: false}` in the inventory.
+    fast_cli: bool = True
 
 
 class Session(Protocol):
@@ -154,7 +159,7 @@ def open_session(params: ConnectionParams) -> Session:
         blocking_timeout=params.timeout_s,
         session_timeout=params.timeout_s,
         session_log=None,
-        fast_cli=False,
+        fast_cli=params.fast_cli,
     )
     return cast(Session, connection)
 
@@ -244,6 +249,7 @@ class NetmikoDriver:
         self._timeout_s = timeout_s
         self._connect: Connector = connect or open_session
         self._pool: dict[str, Session] = {}
+        self._known_config: dict[str, str] = {}  # last config read per device, forgotten on any change
         self._locks: dict[str, threading.Lock] = {}
         self._pool_lock = threading.Lock()
 
@@ -255,16 +261,38 @@ class NetmikoDriver:
         commands = devices.render(dev.platform, "backup-config", device=dev)
         with self._session(dev) as (session, params):
             outputs = [self._show(session, dev, params, command) for command in commands]
+        shown = dict(zip(commands, outputs, strict=True))
+        show = devices.render(dev.platform, "show", device=dev)
+        if all(c in shown for c in show):  # the backup read the running config too: remember it
+            self._remember(device, "\n".join(shown[c] for c in show))
         if len(commands) == 1:
             return outputs[0]
         return "".join(f"### {c}\n{o.rstrip()}\n" for c, o in zip(commands, outputs, strict=True))
 
-    def running_config(self, device: str) -> str:
-        """The running configuration / ruleset (the ``show`` action)."""
+    def running_config(self, device: str, *, fresh: bool = True) -> str:
+        """The running configuration / ruleset (the ``show`` action).
+
+        ``fresh=False`` accepts the last configuration this driver read from the device, as long as
+        the driver has sent it no change since (a pre-check before changing, never a verification).
+        """
+        if not fresh:
+            with self._pool_lock:
+                known = self._known_config.get(device)
+            if known is not None:
+                return known
         dev = self._device(device)
         commands = devices.render(dev.platform, "show", device=dev)
         with self._session(dev) as (session, params):
-            return "\n".join(self._show(session, dev, params, command) for command in commands)
+            text = "\n".join(self._show(session, dev, params, command) for command in commands)
+        self._remember(device, text)
+        return text
+
+    def _remember(self, device: str, config: str | None) -> None:
+        with self._pool_lock:
+            if config is None:
+                self._known_config.pop(device, None)
+            else:
+                self._known_config[device] = config
 
     def apply(self, device: str, action: str, target: str) -> CommandOutcome:
         """Send ``action`` (cut-link, restore-link, isolate-segment, reconnect-segment) for ``target``.
@@ -275,17 +303,56 @@ class NetmikoDriver:
         dev, segment, link = self._target(device, action, target)
         commands = devices.render(dev.platform, action, device=dev, segment=segment, link=link)
         interface = (segment.interface if segment else link.interface if link else None) or None
+        check = {interface: target} if interface is not None and self._must_check_interface(dev.platform, action) \
+            else {}
         with self._session(dev) as (session, params):
-            if interface is not None and self._must_check_interface(dev.platform, action):
-                self._check_interface(session, dev, params, interface, target)
+            self._check_interfaces(session, dev, params, check)
+            self._remember(dev.name, None)
             output = self._send(session, dev, params, commands)
         return CommandOutcome(dev.name, tuple(commands), output)
 
+    def apply_many(self, device: str, changes: Sequence[tuple[str, str]]) -> CommandOutcome:
+        """Several ``(action, target)`` changes to one device in one turn of its session: every
+        interface checked first, then all lines sent as one change (one shell batch on linux, one
+        configuration session and one commit elsewhere). Nothing is sent when a check fails.
+
+        A device rejecting a line raises CommandRejectedError as ``apply`` does; what was sent
+        before that line may be in force, so the caller reads the running config to know.
+        """
+        if not changes:
+            raise DriverError(f"no change to send to {device}", target=device)
+        dev = self._device(device)
+        parts: list[tuple[str, ...]] = []
+        interfaces: dict[str, str] = {}
+        for action, target in changes:
+            _, segment, link = self._target(device, action, target)
+            parts.append(tuple(devices.render(dev.platform, action, device=dev, segment=segment, link=link)))
+            interface = (segment.interface if segment else link.interface if link else None) or None
+            if interface is not None and self._must_check_interface(dev.platform, action):
+                interfaces.setdefault(interface, target)
+        with self._session(dev) as (session, params):
+            commands = [line for part in parts for line in part]
+            if dev.platform == "linux":  # each line is a whole idempotent command: the shared ones once
+                commands = list(dict.fromkeys(commands))
+            self._check_interfaces(session, dev, params, interfaces)
+            self._remember(dev.name, None)
+            output = self._send(session, dev, params, commands)
+        return CommandOutcome(dev.name, tuple(commands), output, tuple(parts))
+
     def is_in_force(self, device: str, action: str, target: str) -> bool:
         """Does the running configuration show ``action`` on ``target`` in force right now?"""
-        dev, segment, link = self._target(device, action, target)
-        config = self.running_config(device)
-        return devices.in_force(dev.platform, action, config, device=dev, segment=segment, link=link)
+        return self.in_force_map(device, [(action, target)])[(action, target)]
+
+    def in_force_map(self, device: str, checks: Sequence[tuple[str, str]], *,
+                     fresh: bool = True) -> dict[tuple[str, str], bool]:
+        """For each ``(action, target)``: is it in force? From ONE read of the running config
+        (``fresh=False``: the last one read, see ``running_config``)."""
+        resolved = [(action, target, self._target(device, action, target)) for action, target in checks]
+        config = self.running_config(device, fresh=fresh)
+        return {
+            (action, target): devices.in_force(dev.platform, action, config, device=dev, segment=segment, link=link)
+            for action, target, (dev, segment, link) in resolved
+        }
 
     def restore_config(self, device: str, backup: str) -> CommandOutcome:
         """Best effort: undo every change carrying the orchestrator's markers.
@@ -298,6 +365,7 @@ class NetmikoDriver:
         if not commands:
             return CommandOutcome(dev.name, (), "nothing of the orchestrator's is in force")
         with self._session(dev) as (session, params):
+            self._remember(dev.name, None)
             output = self._send(session, dev, params, commands)
         return CommandOutcome(dev.name, tuple(commands), output)
 
@@ -389,6 +457,7 @@ class NetmikoDriver:
                     hint=f"export {credential.password_env} (credentials.{credential.name}.password_env)",
                 )
         port = dev.vars.get("ssh_port", DEFAULT_SSH_PORT)
+        fast_cli = dev.vars.get("netmiko_fast_cli", True)
         return ConnectionParams(
             device=dev.name,
             device_type=dev.platform,
@@ -399,6 +468,7 @@ class NetmikoDriver:
             key_file=key_file,
             known_hosts=known_hosts,
             password=password,
+            fast_cli=bool(fast_cli),
         )
 
     # -- sessions -----------------------------------------------------------------------------
@@ -490,29 +560,34 @@ class NetmikoDriver:
             return True
         return platform == "linux" and action in devices.UNDO
 
-    def _check_interface(
-        self, session: Session, dev: Device, params: ConnectionParams, interface: str, target: str
+    def _check_interfaces(
+        self, session: Session, dev: Device, params: ConnectionParams, interfaces: dict[str, str]
     ) -> None:
+        """Every ``interface`` (mapped to the target it serves) exists on the device: one round trip."""
+        if not interfaces:
+            return
         if dev.platform == "linux":
-            raw = str(
-                session.send_command(
-                    f"ip -br link show dev {interface} >/dev/null; echo {_RC_MARK}$?",
-                    read_timeout=params.timeout_s,
-                    cmd_verify=False,
-                )
-            )
-            found = _RC_RE.findall(raw)
-            if found and found[-1] == "0":
-                return
             names: list[str] = []
+            probe = "; ".join(
+                f"ip -br link show dev {shlex.quote(i)} >/dev/null 2>&1 || echo {shlex.quote('__missing=' + i)}"
+                for i in interfaces)
+            raw = str(session.send_command(f"{probe}; echo {_RC_MARK}$?", read_timeout=params.timeout_s,
+                                           cmd_verify=False))
+            if not _RC_RE.findall(raw):
+                raise DriverError(f"no answer to the interface check on {dev.name}: {raw.strip()[-300:]}",
+                                  target=dev.name,
+                                  hint="the shell prompt or login shell is not what netmiko's linux driver expects")
+            missing = [i for i in interfaces if f"__missing={i}" in raw.split()]
         else:
             names = self._interface_names(session, dev, params)
-            if interface in names:
-                return
+            missing = [i for i in interfaces if i not in names]
+        if not missing:
+            return
+        first = missing[0]
         raise DriverError(
-            f"interface {interface} does not exist on {dev.name}",
-            target=f"{dev.name}:{target}",
-            hint=f"fix the inventory's interface for {target}"
+            f"interface {', '.join(missing)} does not exist on {dev.name}",
+            target=f"{dev.name}:{interfaces[first]}",
+            hint="fix the inventory's interface for " + ", ".join(interfaces[i] for i in missing)
             + (f"; the device has: {', '.join(names)}" if names else ""),
         )
 

@@ -85,6 +85,10 @@ class FakeSession:
         self.sent.append(command_string)
         if self.platform == "linux":
             line = command_string.removesuffix("; echo __orchestrator_rc=$?")
+            if " || echo " in line:  # `A || echo X; B || echo Y`: echo for each failing part
+                echoed = [part.split(" || echo ", 1)[1] for part in line.split("; ")
+                          if any(k in part.split(" || echo ", 1)[0] for k in self.fail_rc)]
+                return f"{command_string}\n" + "".join(e + "\n" for e in echoed) + "__orchestrator_rc=0\n"
             rc = next((v for k, v in self.fail_rc.items() if k in line), 0)
             body = "Error: Could not process rule: No such file or directory\n" if rc else "ok\n"
             return f"{command_string}\n{body}__orchestrator_rc={rc}\n"
@@ -158,6 +162,9 @@ def make_inventory(tmp_path: Path, password_env: str | None = None) -> Inventory
             "deu-servers": Segment(
                 "deu-servers", net("10.20.2.0/24"), "servers", gateway="deu-core", interface="vlan220"
             ),
+            "deu-clinical": Segment(
+                "deu-clinical", net("10.20.3.0/24"), "clinical", gateway="deu-core", interface="vlan230"
+            ),
         },
         devices={
             "ant-core": Device("ant-core", "cisco_ios", addr("10.99.1.1"), "core", "netops"),
@@ -206,7 +213,8 @@ def test_linux_isolate_sends_the_rendered_lines_with_exit_status_checks(
     )
     assert outcome == CommandOutcome("deu-core", tuple(expected), outcome.output)
     sent = connector.last.sent
-    assert sent[0] == "ip -br link show dev vlan220 >/dev/null; echo __orchestrator_rc=$?"
+    assert sent[0] == ("ip -br link show dev vlan220 >/dev/null 2>&1 || echo __missing=vlan220; "
+                       "echo __orchestrator_rc=$?")
     assert sent[1:] == [f"{linux_batch(expected)}; echo __orchestrator_rc=$?"]
     assert sent[1].startswith("(set -e; nft add table inet orchestrator; nft 'add chain")
     assert "__orchestrator_rc" not in outcome.output
@@ -465,3 +473,55 @@ def test_open_session_is_strict_and_quiet(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_parse_interface_names() -> None:
     assert parse_interface_names(FRR_BRIEF) == ["eth0", "lo", "vlan120", "vlan130"]
+
+
+def test_several_changes_to_one_device_go_in_one_round_trip(driver: NetmikoDriver, connector: Connector) -> None:
+    inventory = driver._inventory
+    segments = sorted(s.name for s in inventory.segments.values() if s.gateway == "deu-core")
+    outcome = driver.apply_many("deu-core", [("isolate-segment", s) for s in segments])
+    rendered = [line for s in segments for line in devices.render(
+        "linux", "isolate-segment", device=inventory.devices["deu-core"], segment=inventory.segments[s])]
+    expected = list(dict.fromkeys(rendered))  # the table and chains are ensured once, not per segment
+    assert len(expected) < len(rendered) and outcome.commands == tuple(expected)
+    sent = connector.last.sent
+    assert len(sent) == 2  # one interface check for all, one batch for all
+    assert sent[1] == f"{linux_batch(expected)}; echo __orchestrator_rc=$?"
+
+
+def test_one_missing_interface_stops_the_whole_batch_before_anything_is_sent(
+    driver: NetmikoDriver, connector: Connector
+) -> None:
+    segments = sorted(s.name for s in driver._inventory.segments.values() if s.gateway == "deu-core")
+    connector.setup = lambda s: s.fail_rc.update({"ip -br link show dev vlan220": 1})
+    with pytest.raises(DriverError, match="interface vlan220 does not exist on deu-core"):
+        driver.apply_many("deu-core", [("isolate-segment", s) for s in segments])
+    assert len(connector.last.sent) == 1
+
+
+def test_in_force_map_reads_the_running_config_once(driver: NetmikoDriver, connector: Connector) -> None:
+    connector.setup = lambda s: s.show_outputs.update(
+        {"show running-config": "interface vlan120\n shutdown\n!\ninterface vlan199\n no shutdown\n!\n"})
+    answers = driver.in_force_map("ant-core", [("isolate-segment", "ant-servers"), ("isolate-segment", "ant-ghost")])
+    assert answers == {("isolate-segment", "ant-servers"): True, ("isolate-segment", "ant-ghost"): False}
+    assert len(connector.last.sent) == 1
+
+
+def test_a_batch_on_a_cli_device_is_one_configuration_session(driver: NetmikoDriver, connector: Connector) -> None:
+    driver.apply_many("ant-core", [("isolate-segment", "ant-servers"), ("isolate-segment", "ant-servers")])
+    assert len(connector.last.config_sets) == 1
+    assert connector.last.config_sets[0][0] == ["interface vlan120", "shutdown"] * 2
+
+
+def test_a_pre_check_may_use_the_config_last_read_but_never_after_a_change(
+    driver: NetmikoDriver, connector: Connector
+) -> None:
+    driver.backup_config("ant-core")  # reads `show running-config`: remembered
+    reads = len(connector.last.sent)
+    driver.in_force_map("ant-core", [("isolate-segment", "ant-servers")], fresh=False)
+    assert len(connector.last.sent) == reads  # answered from the backup's read
+    driver.apply("ant-core", "isolate-segment", "ant-servers")
+    driver.in_force_map("ant-core", [("isolate-segment", "ant-servers")], fresh=False)
+    assert connector.last.sent[-1] == "show running-config"  # a change was sent: read again
+    reads = len(connector.last.sent)
+    driver.in_force_map("ant-core", [("isolate-segment", "ant-servers")])
+    assert len(connector.last.sent) == reads + 1  # fresh (the default) always reads
