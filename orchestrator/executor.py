@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, assert_never
 
 from orchestrator.config import Settings
+from orchestrator.drivers.ansible import POWER_OFF_TASK_PREFIX
 from orchestrator.errors import DriverError, OrchestratorError
 from orchestrator.model import (
     Action,
@@ -178,6 +179,54 @@ class StepFailed(Exception):  # noqa: N818 - internal control flow, never escape
         self.evidence = dict(evidence or {})
 
 
+class _PlaybookProgress:
+    """Per host, the stop playbook's verdict as soon as it is known: its power-off task's result
+    event, or else the whole run's outcome for that host once the run has ended."""
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        self._verdicts: dict[str, dict[str, Any]] = {}
+        self._ready = {h: threading.Event() for h in hosts}
+        self._lock = threading.Lock()
+
+    def on_result(self, event: Mapping[str, Any]) -> None:
+        host = str(event.get("host", ""))
+        if host in self._ready and str(event.get("task", "")).startswith(POWER_OFF_TASK_PREFIX):
+            self._settle(host, {"status": event.get("status"), "message": event.get("message", "")})
+
+    def on_done(self, future: Future[Any]) -> None:
+        try:
+            run = future.result()
+            verdicts = {h: {"status": o.status, "message": o.message} for h, o in run.hosts.items()}
+        except Exception as exc:  # noqa: BLE001 - the run itself failed: every host carries why
+            text = f"{exc.code}: {exc}" if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
+            verdicts = {h: {"status": "error", "message": text} for h in self._ready}
+        for host in self._ready:
+            self._settle(host, verdicts.get(host, {"status": "error", "message": "no result from the playbook"}))
+
+    def _settle(self, host: str, verdict: dict[str, Any]) -> None:
+        with self._lock:
+            if self._ready[host].is_set():
+                return
+            self._verdicts[host] = verdict
+            self._ready[host].set()
+
+    def wait(self, host: str) -> dict[str, Any]:
+        self._ready[host].wait()
+        with self._lock:
+            return dict(self._verdicts[host])
+
+
+@dataclass(frozen=True)
+class _DeviceChange:
+    """What a device batch did for one step: sent (or found in force), and what the config says after."""
+
+    changed: bool
+    already: bool
+    commands: tuple[str, ...]
+    in_force: bool
+    error: BaseException | None = None
+
+
 @dataclass
 class _Outcome:
     changed: bool = False
@@ -207,6 +256,8 @@ class Executor:
         self.quarantined: dict[str, str] = dict(quarantined or {})
         self.milestones: dict[str, float] = dict(milestones or {})
         self._preflight: dict[str, Future[dict[str, Any]]] = {}
+        self._device_changes: dict[str, Future[dict[str, _DeviceChange]]] = {}
+        self._background: list[ThreadPoolExecutor] = []  # stop playbooks still ending
         self.approved_gates = set(approvals)
         self.time_to_containment: float | None = self.milestones.get("contained")
         self.time_to_shutdown: float | None = self.milestones.get("shutdown-complete")
@@ -249,6 +300,8 @@ class Executor:
         finally:
             if preflight is not None:
                 preflight.shutdown(wait=True, cancel_futures=True)
+            for background in self._background:
+                background.shutdown(wait=True)
             self.drivers.close()
         return RunResult(
             run_id=self.run_id, plan=self.plan, results=dict(self.results), interrupted=interrupted,
@@ -296,8 +349,64 @@ class Executor:
         if stops:
             self._stop_hosts(wave, stops)
         if others:
-            with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(others)))) as pool:
-                list(pool.map(lambda s: self._run_step(wave, s), others))
+            batches = self._start_device_batches(others)
+            try:
+                with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(others)))) as pool:
+                    list(pool.map(lambda s: self._run_step(wave, s), others))
+            finally:
+                if batches is not None:
+                    batches.shutdown(wait=True)
+                self._device_changes.clear()
+
+    def _start_device_batches(self, steps: list[Step]) -> ThreadPoolExecutor | None:
+        """The wave's cuts and isolations, grouped per device: each device gets one config read, one
+        change (all its lines at once) and one read back, in the background, devices in parallel.
+        Each step then waits for its device's batch and verifies its own target independently."""
+        contain = [s for s in steps if s.action in (Action.CUT_LINK, Action.ISOLATE_SEGMENT) and s.device]
+        if not contain or self.options.dry_run or self.stop_event.is_set():
+            return None
+        by_device: dict[str, list[Step]] = {}
+        for step in contain:
+            by_device.setdefault(str(step.device), []).append(step)
+        pool = ThreadPoolExecutor(max_workers=len(by_device))
+        for device, device_steps in by_device.items():
+            future = pool.submit(self._contain_on_device, device, device_steps)
+            for step in device_steps:
+                self._device_changes[step.id] = future
+        return pool
+
+    def _contain_on_device(self, device: str, steps: list[Step]) -> dict[str, _DeviceChange]:
+        net = self.drivers.net
+        keys = {s.id: (s.action.value, s.target) for s in steps}
+        # What is already in force, from the config last read (the backup, or the previous wave's
+        # read-back) when nothing was sent since: it only spares sending a change twice.
+        before = net.in_force_map(device, list(keys.values()), fresh=False)
+        todo = [s for s in steps if not before[keys[s.id]]]
+        errors: dict[str, BaseException] = {}
+        sent: dict[str, tuple[str, ...]] = {}
+        batch = [s.id for s in todo]
+        if todo:
+            try:
+                outcome = net.apply_many(device, [keys[s.id] for s in todo])
+                sent.update(zip(batch, outcome.parts, strict=True))
+            except Exception:  # noqa: BLE001 - whatever went wrong, each change is retried alone below
+                # Something in the batch was refused: find out which, one change at a time, so
+                # every other target is still contained and each step carries its own error.
+                batch = []
+                now = net.in_force_map(device, [keys[s.id] for s in todo])
+                for step in todo:
+                    if now[keys[step.id]]:
+                        continue
+                    try:
+                        sent[step.id] = net.apply(device, *keys[step.id]).commands
+                    except Exception as exc:  # noqa: BLE001 - recorded against its step
+                        errors[step.id] = exc
+        for step_id, commands in sent.items():
+            self.rec.emit("command-sent", step_id=step_id, driver="netmiko", target=device, commands=list(commands),
+                          sent_with=[b for b in batch if b != step_id])
+        after = net.in_force_map(device, list(keys.values()))  # always read back: this is the verification
+        return {s.id: _DeviceChange(changed=s.id in sent, already=before[keys[s.id]], commands=sent.get(s.id, ()),
+                                    in_force=after[keys[s.id]], error=errors.get(s.id)) for s in steps}
 
     # ---- one step -----------------------------------------------------------------------------
 
@@ -397,8 +506,17 @@ class Executor:
         assert step.device is not None
         pending = self._preflight.get(step.id)
         before = pending.result() if pending is not None else {"note": "not probed"}
-        changed, evidence = self._device_action(step, action)
-        in_force = self.drivers.net.is_in_force(step.device, action, step.target)
+        batched = self._device_changes.get(step.id)
+        if batched is not None:
+            change = batched.result()[step.id]  # a device that cannot be read fails all its steps
+            if change.error is not None:
+                raise change.error
+            changed = change.changed
+            evidence: dict[str, Any] = {"commands": list(change.commands)} if changed else {"already_in_force": True}
+            in_force = change.in_force
+        else:
+            changed, evidence = self._device_action(step, action)
+            in_force = self.drivers.net.is_in_force(step.device, action, step.target)
         evidence["rule_in_running_config"] = in_force
         after = self._reach_probe(step) if step.action is Action.ISOLATE_SEGMENT else self._link_probe(step)
         evidence["before"] = before
@@ -470,7 +588,7 @@ class Executor:
         targets = self.probes.cross_gateway_targets(segment)[:3]
         neighbour = str(hosts[1].address) if len(hosts) > 1 else None
         answers = self.probes.reach_map(probe_host.name, targets + ([neighbour] if neighbour else []),
-                                        expect=expect_reach or neighbour is not None)
+                                        expect=expect_reach, expect_reach=[neighbour] if neighbour else [])
         crosses = [t for t in targets if answers[t]]
         out: dict[str, Any] = {"probe_host": probe_host.name, "targets": targets, "crosses": crosses,
                                "reaches_beyond": bool(crosses)}
@@ -499,7 +617,8 @@ class Executor:
     # ---- hosts --------------------------------------------------------------------------------
 
     def _stop_hosts(self, wave: Wave, steps: list[Step]) -> None:
-        """One playbook run for the whole wave, then independent verification per host, in parallel."""
+        """One playbook run for the whole wave; each host is verified independently, in parallel,
+        from the moment its own power-off result arrives (not when the whole play has ended)."""
         if self.stop_event.is_set():
             return
         t0 = time.monotonic()
@@ -522,15 +641,15 @@ class Executor:
         with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(hosts)))) as pool:
             before = {name: (off, up) for name, off, up in pool.map(probe, hosts.values())}
         to_stop = sorted(n for n, (off, up) in before.items() if not off.passed and up)
-        playbook: dict[str, Any] = {}
+        played = _PlaybookProgress(to_stop)
+        runner: ThreadPoolExecutor | None = None
         if to_stop:
             self.rec.emit("command-sent", step_id=f"stop-host wave {wave.index}", driver="ansible",
                           target=",".join(to_stop), commands=[f"playbooks/stop-host.yml --limit {','.join(to_stop)}"])
-            try:
-                run = self.drivers.ansible.stop_hosts(to_stop, timeout_s=self.options.stop_timeout_s + 60)
-                playbook = {n: {"status": o.status, "message": o.message} for n, o in run.hosts.items()}
-            except OrchestratorError as exc:
-                playbook = {n: {"status": "error", "message": str(exc)} for n in to_stop}
+            runner = ThreadPoolExecutor(max_workers=1)
+            future = runner.submit(self.drivers.ansible.stop_hosts, to_stop,
+                                   timeout_s=self.options.stop_timeout_s + 60, on_result=played.on_result)
+            future.add_done_callback(played.on_done)
 
         def finish(step: Step) -> None:
             try:
@@ -542,19 +661,25 @@ class Executor:
         def finish_one(step: Step) -> None:
             host = hosts[step.target]
             off_before, up_before = before[host.name]
-            evidence: dict[str, Any] = {"before": dict(off_before.evidence),
-                                        "playbook": playbook.get(host.name, "not sent (SSH not answering)")}
             if off_before.passed:
+                evidence: dict[str, Any] = {"before": dict(off_before.evidence), "playbook": "not sent (already off)"}
                 self._verification(step, off_before)
                 self._finish(step, StepResult(step.id, StepStatus.VERIFIED, already=True, evidence=evidence,
                                               duration_s=round(time.monotonic() - t0, 3)))
                 return
-            timeout = self.options.stop_timeout_s if up_before else 3.0
+            outcome = played.wait(host.name) if up_before else {}
+            evidence = {"before": dict(off_before.evidence),
+                        "playbook": outcome if up_before else "not sent (SSH not answering)"}
+            play_failed = outcome.get("status") in ("failed", "error")
+            # A host whose play failed will not go down by itself: a short look, then escalate.
+            timeout = self.options.stop_timeout_s if up_before and not play_failed else 3.0
             v = self._verification(step, self.probes.wait_host_off(host, timeout))
             escalated = False
             if not v.passed:
                 escalated = True
-                v = self._escalate_power_off(step, host, "graceful stop did not finish in time" if up_before
+                why = (f"the stop playbook failed: {outcome.get('message', '')}".strip() if play_failed
+                       else "graceful stop did not finish in time")
+                v = self._escalate_power_off(step, host, why if up_before
                                              else "SSH does not answer: the host cannot be stopped from inside")
             evidence["after"] = dict(v.evidence)
             status = StepStatus.VERIFIED if v.passed else StepStatus.FAILED
@@ -562,8 +687,15 @@ class Executor:
                                           error=None if v.passed else "the host is still not off",
                                           duration_s=round(time.monotonic() - t0, 3)))
 
-        with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(steps)))) as pool:
-            list(pool.map(finish, steps))
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(steps)))) as pool:
+                list(pool.map(finish, steps))
+        finally:
+            if runner is not None:
+                # The play's own ending (stats, process exit) need not hold the next wave back: it is
+                # joined when the run ends, and its journal events land whenever it finishes.
+                runner.shutdown(wait=False)
+                self._background.append(runner)
 
     def _escalate_power_off(self, step: Step, host: Host, reason: str) -> Verification:
         power = self.drivers.power_for(host)

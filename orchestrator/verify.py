@@ -107,14 +107,16 @@ class Probes:
     def peer_reaches(self, link_name: str, address: str, *, expect: bool) -> bool:
         return self.peer_reach_map(link_name, [address], expect=expect)[address]
 
-    def reach_map(self, from_host: str, addresses: Iterable[str], *, expect: bool) -> dict[str, bool]:
+    def reach_map(self, from_host: str, addresses: Iterable[str], *, expect: bool,
+                  expect_reach: Iterable[str] = ()) -> dict[str, bool]:
         """Ping several addresses at once from a host (over its management SSH): one command, the
         pings in parallel, so proving a cut costs one timeout, not one per target. ``expect`` tunes
-        patience: proving reachability tries a few times, proving a cut waits one short timeout."""
+        patience for all (``expect_reach`` for some): see ``_parallel_ping``."""
         targets = list(dict.fromkeys(addresses))
         if not targets:
             return {}
-        result = self.ssh.run(from_host, _parallel_ping(targets, expect), timeout_s=15)
+        patient = set(targets) if expect else set(expect_reach)
+        result = self.ssh.run(from_host, _parallel_ping(targets, patient), timeout_s=15)
         return _parse_ping_lines(result.stdout, targets)
 
     def peer_reach_map(self, link_name: str, addresses: Iterable[str], *, expect: bool) -> dict[str, bool]:
@@ -126,7 +128,8 @@ class Probes:
             return {}
         peer = lab.peers[link_name]
         cred = self.inventory.credentials[self._lab_credential()]
-        result = self.ssh.run_at(str(peer.management_address), cred, _parallel_ping(targets, expect), timeout_s=15)
+        result = self.ssh.run_at(str(peer.management_address), cred,
+                                 _parallel_ping(targets, set(targets) if expect else set()), timeout_s=15)
         return _parse_ping_lines(result.stdout, targets)
 
     def _lab_credential(self) -> str:
@@ -149,13 +152,20 @@ class Probes:
                [str(s.gateway_address) for s in sorted(others, key=lambda s: s.name)]
 
 
-def _parallel_ping(targets: list[str], expect: bool) -> str:
-    count = 3 if expect else 1
+# Proving a cut: an echo request every 0.2 s for 1 s, and not one answer. Proving reachability:
+# the same until the first answer, for up to 3 s. Either way the first reply ends the ping.
+CUT_DEADLINE_S = 1
+REACH_DEADLINE_S = 3
+
+
+def _parallel_ping(targets: list[str], patient: set[str]) -> str:
+    """One shell line pinging every target at once; prints ``reach ADDRESS yes|no`` per target.
+    Targets in ``patient`` are expected to answer (a longer deadline), the others not."""
     for t in targets:
         ipaddress.IPv4Address(t)  # only addresses reach the shell
     jobs = " ".join(
-        f"(ping -n -q -c {count} -i 0.2 -W 1 {shlex.quote(t)} >/dev/null 2>&1 && echo 'reach {t} yes' "
-        f"|| echo 'reach {t} no') &"
+        f"(ping -n -q -c 1 -i 0.2 -w {REACH_DEADLINE_S if t in patient else CUT_DEADLINE_S} {shlex.quote(t)} "
+        f">/dev/null 2>&1 && echo 'reach {t} yes' || echo 'reach {t} no') &"
         for t in targets
     )
     return f"{jobs} wait"

@@ -317,7 +317,7 @@ class FakeNetmikoDriver:
         self.campus.record("backup", device)
         return self.running_config(device)
 
-    def running_config(self, device: str) -> str:
+    def running_config(self, device: str, *, fresh: bool = True) -> str:
         self._reachable(device)
         with self.campus.lock:
             rules = sorted(self.campus.rules[device])
@@ -339,10 +339,23 @@ class FakeNetmikoDriver:
             self.campus.log.append(("apply", device, action, target))
         return CommandOutcome(device, (f"orchestrator {action} {target}",), "")
 
+    def apply_many(self, device: str, changes: Sequence[tuple[str, str]]) -> CommandOutcome:
+        """Like the real driver: targets checked first, then the changes in order, stopping at a refusal."""
+        self._reachable(device)
+        for action, target in changes:
+            self._check_target(device, action, target)
+        self.campus.record("batch", device, tuple(changes))
+        parts = [self.apply(device, action, target).commands for action, target in changes]
+        return CommandOutcome(device, tuple(line for part in parts for line in part), "", tuple(parts))
+
     def is_in_force(self, device: str, action: str, target: str) -> bool:
         self._reachable(device)
         self._check_target(device, action, target)
         return self.campus.in_force(device, action, target)
+
+    def in_force_map(self, device: str, checks: Sequence[tuple[str, str]], *,
+                     fresh: bool = True) -> dict[tuple[str, str], bool]:
+        return {(action, target): self.is_in_force(device, action, target) for action, target in checks}
 
     def restore_config(self, device: str, backup: str) -> CommandOutcome:
         self._reachable(device)
@@ -367,6 +380,9 @@ class FakeNetmikoDriver:
             raise DriverError(f"{target} is not handled by {device}", target=device)
 
 
+POWER_OFF_TASK = "Power off after stopping the services (scheduled in systemd, survives the SSH connection dropping)"
+
+
 class FakeAnsibleDriver:
     campus: FakeCampus
     name = "ansible"
@@ -380,10 +396,11 @@ class FakeAnsibleDriver:
 
     def run_playbook(self, playbook: str, hosts: Sequence[str], extravars: Mapping[str, Any] | None = None,
                      timeout_s: float = 120, *, host_vars: Mapping[str, Mapping[str, Any]] | None = None,
-                     ) -> PlaybookRun:
+                     on_result: Callable[[Mapping[str, Any]], None] | None = None) -> PlaybookRun:
         raise DriverError(f"the fake campus runs no playbook {playbook!r}", target=playbook)
 
-    def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120) -> PlaybookRun:
+    def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120,
+                   on_result: Callable[[Mapping[str, Any]], None] | None = None) -> PlaybookRun:
         kept = self.inventory.keep_reasons()
         refused = [h for h in hosts if h in kept]
         if refused:
@@ -403,6 +420,10 @@ class FakeAnsibleDriver:
                 else:
                     host.powered = False
                     outcomes[name] = HostOutcome(name, "unreachable", "connection dropped during power-off")
+        for name, outcome in outcomes.items():  # as the real driver: each host's result as it arrives
+            if on_result is not None:
+                on_result({"type": "ansible.task", "host": name, "task": POWER_OFF_TASK,
+                           "status": outcome.status, "message": outcome.message})
         return PlaybookRun("stop-host.yml", 4 if outcomes else 0, "failed", outcomes, 0.01,
                            str(self.work_dir / "artifacts"))
 

@@ -16,6 +16,7 @@ skipped per host), carrying a short message with every known secret masked, neve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -215,11 +216,29 @@ def _trace_events(events: Iterable[Mapping[str, Any]], mask: Masker) -> tuple[di
             facts = res.get("ansible_facts")
             if isinstance(facts, Mapping):
                 trace.facts.update(facts)
+        if task.startswith(POWER_OFF_TASK_PREFIX) and isinstance(res.get("stdout"), str):
+            trace.facts["stop_host_report"] = stop_host_report(res["stdout"])
         elif status == "failed" and not data.get("ignore_errors"):
             trace.failed = f"{task}: {message}" if message else task
         elif status == "unreachable":
             trace.unreachable = (task, message)
     return traces, stats
+
+
+def stop_host_report(stdout: str) -> dict[str, Any]:
+    """The lines stop-host.yml's power-off task prints (``stopped NAME``, ``failed NAME``,
+    ``poweroff scheduled in N s``) as the host's report, in the order the services were stopped."""
+    report: dict[str, Any] = {"services_stopped": [], "services_failed": [], "poweroff_in_s": None}
+    for line in stdout.splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word == "stopped" and rest:
+            report["services_stopped"].append(rest)
+        elif word == "failed" and rest:
+            report["services_failed"].append(rest)
+        elif word == "poweroff" and rest.startswith("scheduled in "):
+            seconds = rest.removeprefix("scheduled in ").removesuffix(" s")
+            report["poweroff_in_s"] = int(seconds) if seconds.isdigit() else seconds
+    return report
 
 
 def _count(stats: Mapping[str, Any], key: str, host: str) -> int:
@@ -338,8 +357,13 @@ class AnsibleDriver:
         timeout_s: float = 120,
         *,
         host_vars: Mapping[str, Mapping[str, Any]] | None = None,
+        on_result: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> PlaybookRun:
-        """Run ``playbook`` (a name in ``playbooks/`` or a path) against ``hosts``, at most ``timeout_s``."""
+        """Run ``playbook`` (a name in ``playbooks/`` or a path) against ``hosts``, at most ``timeout_s``.
+
+        ``on_result`` sees each task result as it arrives (the journaled event: host, task, status,
+        masked message), so a caller can start verifying a host before the whole play ends.
+        """
         if timeout_s <= 0:
             raise UsageError(f"timeout must be positive, not {timeout_s}", target=playbook, hint="pass seconds > 0")
         path = self._playbook_path(playbook)
@@ -380,6 +404,9 @@ class AnsibleDriver:
                     self._emit(mapped)
                 except Exception as exc:  # noqa: BLE001 - the journal cannot record: stop the run, re-raise after
                     sink_failure.append(exc)
+            if mapped is not None and on_result is not None and mapped.get("status") != "started":
+                with contextlib.suppress(Exception):  # a caller's hook must never break the run
+                    on_result(mapped)
             return True
 
         control_dir = self.control_path_dir() / ident[-8:]
@@ -435,7 +462,8 @@ class AnsibleDriver:
         )
         return run
 
-    def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120) -> PlaybookRun:
+    def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120,
+                   on_result: Callable[[Mapping[str, Any]], None] | None = None) -> PlaybookRun:
         """Stop each host's services, then power it off: one ``ansible-playbook`` for the whole wave.
 
         A host whose connection drops during the power-off comes back "unreachable" with a
@@ -451,7 +479,7 @@ class AnsibleDriver:
                 target=",".join(refused),
                 hint="remove them from the wave; kept hosts are isolated, never powered off",
             )
-        return self.run_playbook(STOP_HOST_PLAYBOOK, hosts, timeout_s=timeout_s)
+        return self.run_playbook(STOP_HOST_PLAYBOOK, hosts, timeout_s=timeout_s, on_result=on_result)
 
     def check_health(
         self, hosts: Sequence[str], expected_ports: Mapping[str, Sequence[int]], timeout_s: float = 60

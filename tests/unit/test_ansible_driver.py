@@ -32,7 +32,7 @@ from orchestrator.model import Credential, Host, Inventory, Island, Segment, Sit
 BIN = Path(sys.executable).parent
 PLAYBOOKS = default_playbooks_dir()
 PASSWORD = "s3cret-Pa55word!"
-POWER_OFF = "Power off (scheduled in systemd, survives the SSH connection dropping)"
+POWER_OFF = "Power off after stopping the services (scheduled in systemd, survives the SSH connection dropping)"
 
 
 def make_inventory(tmp_path: Path) -> Inventory:
@@ -89,13 +89,13 @@ def stats(**per_key: dict[str, int]) -> dict[str, Any]:
     return {"event": "playbook_on_stats", "event_data": {k: per_key.get(k, {}) for k in keys}}
 
 
+STOP_STDOUT = "stopped app\r\nfailed emr-db\r\nstopped cron\r\npoweroff scheduled in 1 s\r\n"
+
+
 def stop_events(host: str) -> list[dict[str, Any]]:
     return [
-        ev("runner_on_start", host, "Stop service"),
-        ok(host, "Stop service", changed=True),
-        ok(host, "Report what was stopped", ansible_facts={"stop_host_report": {"services_failed": []}}),
         ev("runner_on_start", host, POWER_OFF),
-        ok(host, POWER_OFF, changed=True),
+        ok(host, POWER_OFF, changed=True, stdout=STOP_STDOUT),
     ]
 
 
@@ -145,17 +145,13 @@ def test_outcome_changed_with_results_from_facts() -> None:
     events = [*stop_events("h1"), stats(ok={"h1": 3}, changed={"h1": 2}, processed={"h1": 1})]
     out = host_outcomes(["h1"], events, runner_status="successful", rc=0, timeout_s=60)
     assert out["h1"].status == "changed" and out["h1"].succeeded
-    assert out["h1"].results["stop_host_report"] == {"services_failed": []}
-    assert [t["task"] for t in out["h1"].results["tasks"]] == [
-        "Stop service",
-        "Report what was stopped",
-        POWER_OFF,
-    ]
+    assert out["h1"].results["stop_host_report"] == {
+        "services_stopped": ["app", "cron"], "services_failed": ["emr-db"], "poweroff_in_s": 1}
+    assert [t["task"] for t in out["h1"].results["tasks"]] == [POWER_OFF]
 
 
 def test_outcome_unreachable_during_power_off_is_left_to_verification() -> None:
     events = [
-        *stop_events("h1")[:3],
         ev("runner_on_start", "h1", POWER_OFF),
         ev("runner_on_unreachable", "h1", POWER_OFF, res={"msg": "Connection closed by remote host"}),
         stats(ok={"h1": 2}, changed={"h1": 1}, dark={"h1": 1}, processed={"h1": 1}),
@@ -252,9 +248,12 @@ def test_outcome_all_skipped() -> None:
 
 def test_stop_playbook_has_the_power_off_task_the_driver_recognises() -> None:
     plays = yaml.safe_load((PLAYBOOKS / "stop-host.yml").read_text())
-    names = [t["name"] for t in plays[0]["tasks"]]
-    assert names[-1] == POWER_OFF and names[-1].startswith(POWER_OFF_TASK_PREFIX)
-    assert plays[0]["gather_facts"] is False
+    refuse, stop = plays
+    assert refuse["hosts"] == "kept" and refuse["any_errors_fatal"] is True
+    assert stop["hosts"] == "all:!kept"  # a kept host is never even connected to
+    names = [t["name"] for t in stop["tasks"]]
+    assert names == [POWER_OFF] and names[-1].startswith(POWER_OFF_TASK_PREFIX)
+    assert all(play["gather_facts"] is False for play in plays)
 
 
 # --------------------------------------------------------------------------------------------
