@@ -649,3 +649,38 @@ def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(InventoryError) as info:
         load_inventory(tmp_path / "missing.yml")
     assert info.value.problems[0].key == "(file)"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[2] / "inventories").glob("*.yml")))
+def test_the_fast_parse_gives_exactly_the_data_of_the_line_recording_parse(name: str) -> None:
+    from orchestrator.inventory import _parse_yaml, _parse_yaml_fast
+
+    text = (Path(__file__).parents[2] / "inventories" / name).read_text()
+    assert _parse_yaml_fast(text) == _parse_yaml(text, name).data
+
+
+def test_odd_keys_and_merges_parse_the_same_both_ways() -> None:
+    from orchestrator.inventory import _parse_yaml, _parse_yaml_fast
+
+    text = "base: &b {x: 1, 2: two, true: yes, null: n}\nother:\n  <<: *b\n  y: [1, {3.5: z}]\n"
+    assert _parse_yaml_fast(text) == _parse_yaml(text, "t.yml").data
+
+
+def test_a_repeated_key_leaves_the_fast_path() -> None:
+    from orchestrator.inventory import _parse_yaml_fast
+
+    assert _parse_yaml_fast("a: 1\nb: {c: 1, c: 2}\n") is None
+
+
+@pytest.mark.parametrize("text", ["10.1.2.3", "0.0.0.0", "255.255.255.255", "192.168.001.1", "256.1.1.1", "1.2.3",
+                                  "1.2.3.4 ", "01.2.3.4", "1.2.3.4/32", "a.b.c.d", "1..2.3"])
+def test_the_fast_address_reader_agrees_with_ipaddress(text: str) -> None:
+    from orchestrator.inventory import ipv4
+
+    try:
+        expected: object = ipaddress.IPv4Address(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            ipv4(text)
+        return
+    assert ipv4(text) == expected

@@ -299,3 +299,9 @@ def test_document_shape(small_inventory: Inventory) -> None:
         "id": "cut-link:vendor-registration", "action": "cut-link", "target": "vendor-registration",
         "device": "ant-fw", "requires": ["backup-config:ant-fw"], "verify": doc["waves"][1]["steps"][1]["verify"]}
     assert plan_to_json(build_plan(small_inventory, Mode.SHUTDOWN)).endswith("}\n")
+
+
+def test_the_plan_document_is_what_the_standard_library_would_write(small_inventory: Inventory) -> None:
+    for mode in Mode:
+        plan = build_plan(small_inventory, mode)
+        assert plan_to_json(plan) == json.dumps(plan.as_dict(), indent=2, ensure_ascii=False) + "\n"
