@@ -24,7 +24,7 @@ from typing import Any, assert_never
 
 from orchestrator.config import Settings
 from orchestrator.drivers.ansible import POWER_OFF_TASK_PREFIX
-from orchestrator.errors import DriverError, OrchestratorError
+from orchestrator.errors import DriverError, OrchestratorError, SafetyInterlock
 from orchestrator.model import (
     Action,
     Host,
@@ -199,7 +199,9 @@ class _PlaybookProgress:
             verdicts = {h: {"status": o.status, "message": o.message} for h, o in run.hosts.items()}
         except Exception as exc:  # noqa: BLE001 - the run itself failed: every host carries why
             text = f"{exc.code}: {exc}" if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
-            verdicts = {h: {"status": "error", "message": text} for h in self._ready}
+            # A refusal (a host that must keep running) is never overridden by an out-of-band power off.
+            status = "refused" if isinstance(exc, SafetyInterlock) else "error"
+            verdicts = {h: {"status": status, "message": text} for h in self._ready}
         for host in self._ready:
             self._settle(host, verdicts.get(host, {"status": "error", "message": "no result from the playbook"}))
 
@@ -670,6 +672,11 @@ class Executor:
             outcome = played.wait(host.name) if up_before else {}
             evidence = {"before": dict(off_before.evidence),
                         "playbook": outcome if up_before else "not sent (SSH not answering)"}
+            if outcome.get("status") == "refused":
+                self._finish(step, StepResult(step.id, StepStatus.FAILED, evidence=evidence,
+                                              error=str(outcome.get("message", "refused")),
+                                              duration_s=round(time.monotonic() - t0, 3)))
+                return
             play_failed = outcome.get("status") in ("failed", "error")
             # A host whose play failed will not go down by itself: a short look, then escalate.
             timeout = self.options.stop_timeout_s if up_before and not play_failed else 3.0

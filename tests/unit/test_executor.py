@@ -104,7 +104,8 @@ def steps_of(plan: Plan, prefix: str) -> list[str]:
 @pytest.mark.parametrize(("fake", "real", "methods"), [
     (FakeSshDriver, SshDriver, ["__init__", "run", "run_at", "port_open", "close"]),
     (FakeNetmikoDriver, NetmikoDriver,
-     ["__init__", "backup_config", "running_config", "apply", "is_in_force", "restore_config", "close"]),
+     ["__init__", "backup_config", "running_config", "apply", "apply_many", "is_in_force", "in_force_map",
+      "restore_config", "close"]),
     (FakeAnsibleDriver, AnsibleDriver, ["__init__", "run_playbook", "stop_hosts", "check_health"]),
     (FakeLabPower, LabPower, ["state", "power_on", "power_off"]),
 ])
@@ -539,3 +540,17 @@ def test_a_stop_requested_mid_run_finishes_the_wave_in_flight_and_reaches_nothin
     app1_wave = next(w.index for w in plan.waves if plan.step("stop-host:app1") in w.steps)
     assert [w["wave"] for w in ran.of("wave-started")] == list(range(app1_wave + 1))
     assert [m["name"] for m in ran.of("milestone")] == ["contained"]
+
+
+def test_a_host_the_stop_driver_refuses_is_failed_never_powered_off_out_of_band(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path
+) -> None:
+    plan = build_plan(inventory, Mode.SHUTDOWN)  # planned while ws1 could stop...
+    kept = variant(tmp_path, "tier: 3, depends_on: [app1], power: lab",
+                   "tier: 3, depends_on: [app1], keep_running: true, power: lab")  # ...now it must keep running
+    ran = execute(kept, plan, tmp_path)
+    res = ran.result.results["stop-host:ws1"]
+    assert res.status is StepStatus.FAILED and res.escalated is False
+    assert "interlock" in (res.error or "") and "ws1" in (res.error or "")
+    assert not [e for e in campus.entries("power_off") if e[1] == "ws1"]
+    assert campus.hosts["ws1"].powered and not ran.of("escalation")
