@@ -19,6 +19,7 @@ DRIVERS: dict[str, str] = {
 
 POWER_DRIVERS: dict[str, str] = {
     "lab": "orchestrator.drivers.power:LabPower",
+    "vagrant": "orchestrator.drivers.power:VagrantPower",
     "ipmi": "orchestrator.drivers.power:IpmiPower",
 }
 

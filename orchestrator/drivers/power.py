@@ -1,7 +1,8 @@
 """Out-of-band power: on, graceful off, hard off, state. One driver per kind of power control.
 
-``LabPower`` drives the rehearsal lab's containers (a host with ``power: lab``); ``IpmiPower`` is the
-seam for real servers and is not configured yet.
+``LabPower`` drives the rehearsal lab's containers (a host with ``power: lab``), ``VagrantPower`` the
+VM lab's VMs (``power: vagrant``, through libvirt); ``IpmiPower`` is the seam for real servers and is
+not configured yet.
 """
 
 from __future__ import annotations
@@ -109,3 +110,72 @@ class IpmiPower:
 
     def power_off(self, name: str, graceful: bool) -> None:
         raise self._refuse(name)
+
+
+class VagrantPower:
+    """Power for the VM lab's VMs (a host with ``power: vagrant``), through libvirt.
+
+    ``state`` is libvirt's (``virsh domstate``: "shut off" or "crashed" is stopped, anything else
+    running). ``power_off(graceful=True)`` presses the ACPI power button (``virsh shutdown``) and
+    returns; whoever verifies waits for ``state`` to say "stopped". ``power_off(graceful=False)``
+    pulls the plug (``virsh destroy``): the hypervisor process is gone when it returns.
+    ``power_on`` starts the VM (``virsh start``, its disk as it was) and returns once it has booted:
+    under software emulation sshd answers well before systemd has finished starting the rest, and
+    what the restore checks next (integrity, health) must see a booted machine, as on real hardware
+    it would after the BMC's power-on and a full boot. Machines are found by name in the running VM lab.
+    """
+
+    def __init__(self, start_timeout: float = 300.0) -> None:
+        self.start_timeout = start_timeout
+
+    def _known(self, name: str) -> None:
+        from orchestrator.lab import vm
+
+        try:
+            names = vm.lab_machines()
+        except LabError as exc:
+            raise DriverError(exc.message, target=name, hint=exc.hint) from exc
+        if name not in names:
+            raise DriverError(
+                "not a machine of the running VM lab",
+                target=name,
+                hint="check the host's `power:` and `orchestrator lab status INVENTORY --provider vagrant`",
+            )
+
+    def state(self, name: str) -> PowerState:
+        from orchestrator.lab import vm
+
+        self._known(name)
+        try:
+            state = vm.vm_state(name)
+        except LabError as exc:
+            raise DriverError(exc.message, target=name, hint=exc.hint) from exc
+        if state is None:
+            raise DriverError("libvirt has no such VM", target=name,
+                              hint="run `orchestrator lab up INVENTORY --provider vagrant`")
+        return "stopped" if state in ("shut off", "crashed") else "running"
+
+    def power_on(self, name: str) -> None:
+        from orchestrator.lab import vm
+
+        self._known(name)
+        try:
+            vm.start_machine(name)
+            ready = vm.wait_booted(name, self.start_timeout)
+        except LabError as exc:
+            raise DriverError(exc.message, target=name, hint=exc.hint) from exc
+        if not ready.ready:
+            raise DriverTimeoutError(
+                f"the VM did not finish booting within {self.start_timeout:.0f} s: {ready.error or ready.system_state}",
+                target=name,
+                hint="see the VM lab's console/NAME.log and `virsh -c qemu:///system list --all`",
+            )
+
+    def power_off(self, name: str, graceful: bool) -> None:
+        from orchestrator.lab import vm
+
+        self._known(name)
+        try:
+            vm.stop_machine(name, graceful)
+        except LabError as exc:
+            raise DriverError(exc.message, target=name, hint=exc.hint) from exc
