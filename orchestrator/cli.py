@@ -188,17 +188,33 @@ def render_plan(the_plan: Plan) -> None:
 
 @cli.group()
 def lab() -> None:
-    """The rehearsal lab: real machines (systemd-nspawn) built from an inventory."""
+    """The rehearsal lab: real machines built from an inventory (systemd-nspawn, or Vagrant VMs)."""
+
+
+def provider_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--provider",
+        type=click.Choice(["nspawn", "vagrant"]),
+        default="nspawn",
+        show_default=True,
+        help="nspawn: containers (CI, Linux workstations); vagrant: VMs through Vagrant and libvirt (laptops).",
+    )(func)
 
 
 @lab.command("up")
 @click.argument("inventory", default=DEFAULT_LAB_INVENTORY, type=click.Path(dir_okay=False))
+@provider_option
 @click.option("--json", "as_json", is_flag=True)
-def lab_up_cmd(inventory: str, as_json: bool) -> None:
+def lab_up_cmd(inventory: str, provider: str, as_json: bool) -> None:
     """Build and boot the lab (idempotent)."""
-    from orchestrator.lab import lab_up
+    if provider == "vagrant":
+        from orchestrator.lab.vm import vm_lab_up
 
-    status = lab_up(load(inventory))
+        status = vm_lab_up(load(inventory))
+    else:
+        from orchestrator.lab import lab_up
+
+        status = lab_up(load(inventory))
     render_lab(status.as_dict(), as_json)
     if not as_json and status.timings:
         console.print("lab up: " + ", ".join(f"{k} {v:.1f} s" for k, v in status.timings.items()))
@@ -206,22 +222,35 @@ def lab_up_cmd(inventory: str, as_json: bool) -> None:
 
 @lab.command("down")
 @click.argument("inventory", default=None, required=False, type=click.Path(dir_okay=False))
-def lab_down_cmd(inventory: str | None) -> None:
-    """Tear the lab down: containers, overlays, bridges, cgroups, routes, processes."""
-    from orchestrator.lab import lab_down
+@provider_option
+def lab_down_cmd(inventory: str | None, provider: str) -> None:
+    """Tear the lab down: containers (or VMs), overlays, bridges (or libvirt networks), routes, processes."""
+    if provider == "vagrant":
+        from orchestrator.lab.vm import vm_lab_down
 
-    lab_down(load(inventory) if inventory else None)
+        vm_lab_down(load(inventory) if inventory else None)
+    else:
+        from orchestrator.lab import lab_down
+
+        lab_down(load(inventory) if inventory else None)
     console.print("lab is down")
 
 
 @lab.command("status")
 @click.argument("inventory", default=DEFAULT_LAB_INVENTORY, type=click.Path(dir_okay=False))
+@provider_option
 @click.option("--json", "as_json", is_flag=True)
-def lab_status_cmd(inventory: str, as_json: bool) -> None:
-    """Show every lab machine, its state, leader PID and how to log in."""
-    from orchestrator.lab import lab_status
+def lab_status_cmd(inventory: str, provider: str, as_json: bool) -> None:
+    """Show every lab machine, its state, leader PID (a VM: its hypervisor's) and how to log in."""
+    if provider == "vagrant":
+        from orchestrator.lab.vm import vm_lab_status
 
-    render_lab(lab_status(load(inventory)).as_dict(), as_json)
+        status = vm_lab_status(load(inventory))
+    else:
+        from orchestrator.lab import lab_status
+
+        status = lab_status(load(inventory))
+    render_lab(status.as_dict(), as_json)
 
 
 def render_lab(doc: dict[str, Any], as_json: bool) -> None:
