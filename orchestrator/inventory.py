@@ -110,29 +110,39 @@ class _DuplicateKeyError(Exception):
 _CLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster
 
 
-class _FastLoader(_CLoader):  # type: ignore[misc,valid-type]
-    """Plain data with no line map: keys made strings exactly as ``_Builder`` does; a repeated key
-    raises, so that such a file takes the slow path and its duplicate is reported with its line."""
+_STR_TAG = "tag:yaml.org,2002:str"
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self.flatten_mapping(node)
-        out: dict[Any, Any] = {}
+
+def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor) -> Any:
+    """Plain data from a composed node, with no line map: what ``_Builder`` makes, keys made strings
+    the same way. Strings (nearly every scalar here) are taken as they are; anything else goes
+    through PyYAML's constructor. A repeated key raises, so that the file takes the slow path and
+    its duplicate is reported with its line."""
+    if isinstance(node, yaml.ScalarNode):
+        return node.value if node.tag == _STR_TAG else constructor.construct_object(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(item, constructor) for item in node.value]
+    if isinstance(node, yaml.MappingNode):
+        constructor.flatten_mapping(node)
+        out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG:
+                key = key_node.value
+            else:
+                key = constructor.construct_object(key_node, deep=True)
             skey = key if isinstance(key, str) else str(key)
             if skey in out:
                 raise _DuplicateKeyError(skey)
-            out[skey] = self.construct_object(value_node, deep=True)
+            out[skey] = _plain(value_node, constructor)
         return out
-
-
-_FastLoader.add_constructor("tag:yaml.org,2002:map", lambda loader, node: loader.construct_mapping(node))
+    return constructor.construct_object(node, deep=True)
 
 
 def _parse_yaml_fast(text: str) -> Any | None:
     """The data of a well-formed file without duplicate keys, or None (then use ``_parse_yaml``)."""
     try:
-        return yaml.load(text, Loader=_FastLoader)  # a SafeLoader subclass: no arbitrary objects
+        root = yaml.compose(text, Loader=_CLoader)
+        return None if root is None else _plain(root, yaml.SafeLoader(""))
     except (yaml.YAMLError, _DuplicateKeyError, RecursionError):
         return None
 
