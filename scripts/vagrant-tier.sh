@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The VM tier of CI: the rehearsal on Vagrant VMs (libvirt), from inventories/vm-lab.yml.
+#
+#   scripts/vagrant-tier.sh                # packages, libvirt, box, pytest -m vagrant tests/vagrant
+#   scripts/vagrant-tier.sh --setup-only   # only the packages (e.g. on a laptop)
+#
+# Installs the Debian packages it needs, starts the libvirt daemons by hand where no systemd runs
+# them, builds the box or takes it from the cache (rebuilt only when vagrant/build-box.sh changes),
+# runs the tests, and ALWAYS tears down what it brought up (trap): the VMs, the lab's libvirt
+# networks, and the daemons it started (by PID). Exits non-zero whenever the tier could not run:
+# it never skips. Prints the time of each phase.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+PY=$BIN/python
+export DEBIAN_FRONTEND=noninteractive VAGRANT_CHECKPOINT_DISABLE=1
+PACKAGES="vagrant vagrant-libvirt libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
+          qemu-utils extlinux syslinux-common fdisk e2fsprogs dnsmasq-base iptables debootstrap openssh-client"
+STAMP=/var/lib/orchestrator-vm-lab/.system-packages
+
+t0=$(date +%s)
+phase_start=$t0
+phase() {  # NAME: ends the current phase
+  local now
+  now=$(date +%s)
+  echo "vagrant-tier: $1 took $((now - phase_start)) s (total $((now - t0)) s)"
+  phase_start=$now
+}
+die() { echo "vagrant-tier: FAILED: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (apt-get, libvirt, box build)"
+[ -x "$PY" ] || die "$PY is missing: run \`make setup\` first"
+
+# 1. packages (once per machine; the stamp changes with this list)
+want=$(echo $PACKAGES | sha256sum | cut -c1-16)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  mkdir -p "$(dirname "$STAMP")"
+  apt-get update -qq >/dev/null || die "apt-get update failed"
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 $PACKAGES >/tmp/vagrant-tier-apt.log 2>&1 \
+    || { tail -n 20 /tmp/vagrant-tier-apt.log >&2; die "apt-get install failed (log: /tmp/vagrant-tier-apt.log)"; }
+  echo "$want" > "$STAMP"
+fi
+phase packages
+[ "${1:-}" = "--setup-only" ] && exit 0
+
+teardown() {
+  local rc=$?
+  trap - EXIT INT TERM
+  echo "vagrant-tier: tearing down (VMs, networks, daemons)"
+  if ! "$PY" -c 'from orchestrator.lab import vm; vm.vm_lab_down()'; then
+    echo "vagrant-tier: teardown left something behind (see above)" >&2
+    [ "$rc" = 0 ] && rc=1
+  fi
+  # belt and braces: the daemons this tier started, by the PIDs in their pid files
+  for d in libvirtd virtlogd; do
+    f=$("$PY" -c "from orchestrator.lab import vm; print(vm.vm_lab_root() / 'run' / '$d.pid')")
+    if [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then kill "$(cat "$f")"; fi
+  done
+  echo "vagrant-tier: done in $(( $(date +%s) - t0 )) s (exit $rc)"
+  exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+# 2. libvirt (by hand where PID 1 is not systemd) and the box (cached per recipe)
+"$PY" -c 'from orchestrator.lab import vm; vm.ensure_libvirt()' || die "libvirt does not run"
+phase libvirt
+"$PY" -c '
+from orchestrator.lab import vm
+box = vm.ensure_box()
+how = "built in %.0f s" % box.seconds if box.built else "from the cache"
+print("vagrant-tier: box %s (%s)" % (box.path, how))
+' || die "the box could not be built"
+phase box
+
+# 3. the tests (they bring the VMs up and judge them from outside); no tests collected is a failure
+"$BIN/pytest" -q -p no:cacheprovider -m vagrant tests/vagrant -s "$@"
+rc=$?
+phase tests
+if [ "$rc" = 5 ]; then
+  die "pytest collected no VM tests: that is a failure, not a pass"
+fi
+[ "$rc" = 0 ] || die "the VM tests failed (pytest exit $rc)"

@@ -1,0 +1,158 @@
+"""The VM tier: the lab as Vagrant VMs (libvirt), one per test session, from inventories/vm-lab.yml.
+
+Run by scripts/vagrant-tier.sh (``pytest -m vagrant tests/vagrant``), which installs what it needs,
+builds or reuses the box and tears everything down afterwards. Nothing here skips: a VM lab that
+cannot come up fails the tier.
+
+Fixtures:
+- ``vm_inventory``: the loaded inventories/vm-lab.yml.
+- ``vm_lab``: what ``orchestrator lab up inventories/vm-lab.yml --provider vagrant --json`` printed,
+  as a LabStatus (session; ``lab down --provider vagrant`` at the end unless ORCHESTRATOR_LAB_KEEP=1).
+- ``vm_run``: ``vm_run(machine, command, check=True) -> VmResult``, SSH as root with the lab's
+  pinned keys (paramiko, RejectPolicy).
+- ``vm_ssh``: a ``VmSsh`` (``client(address)``, ``run_at(address, machine, command)``,
+  ``wait(address)``) for machines addressed directly, e.g. while one is powered off and on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from orchestrator.inventory import load_inventory
+from orchestrator.lab import LabStatus, MachineStatus, SshLogin, keys, vm
+from orchestrator.model import Inventory
+
+REPO = Path(__file__).resolve().parents[2]
+VM_INVENTORY = REPO / "inventories" / "vm-lab.yml"
+CLI = str(REPO / ".venv" / "bin" / "orchestrator")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.vagrant)
+
+
+@dataclass(frozen=True)
+class VmResult:
+    machine: str
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def ssh_client(address: str, timeout: float = 15.0) -> paramiko.SSHClient:
+    root = vm.vm_lab_root()
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(keys.known_hosts_path(root)))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        address,
+        username="root",
+        key_filename=str(keys.client_key_path(root)),
+        timeout=timeout,
+        banner_timeout=timeout,
+        auth_timeout=timeout,
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    return client
+
+
+def run_on(address: str, machine: str, command: str, timeout: float = 120.0) -> VmResult:
+    client = ssh_client(address)
+    try:
+        _in, out, err = client.exec_command(command, timeout=timeout)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+        return VmResult(machine, command, out.channel.recv_exit_status(), stdout, stderr)
+    finally:
+        client.close()
+
+
+def wait_ssh(address: str, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ssh_client(address, timeout=5.0).close()
+            return
+        except (OSError, paramiko.SSHException, EOFError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+class VmSsh:
+    """SSH helpers with the VM lab's pinned keys, by management address."""
+
+    client = staticmethod(ssh_client)
+    run_at = staticmethod(run_on)
+    wait = staticmethod(wait_ssh)
+
+
+@pytest.fixture
+def vm_ssh(vm_lab: LabStatus) -> VmSsh:
+    return VmSsh()
+
+
+@pytest.fixture(scope="session")
+def vm_inventory() -> Inventory:
+    return load_inventory(VM_INVENTORY)
+
+
+def orchestrator_cli(
+    *args: str, timeout: float = 1800, state_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The console script, as a user runs it (no stdin)."""
+    env = {**os.environ}
+    if state_dir is not None:
+        env["ORCHESTRATOR_STATE_DIR"] = str(state_dir)
+    return subprocess.run([CLI, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
+                          timeout=timeout, cwd=REPO, check=False)
+
+
+@pytest.fixture(scope="session")
+def vm_lab(vm_inventory: Inventory) -> Iterator[LabStatus]:
+    """``orchestrator lab up INVENTORY --provider vagrant --json``, once per session."""
+    if os.geteuid() != 0:
+        pytest.fail("the VM tier needs root (libvirt, box build); CI runs it as root")
+    missing = vm.missing_vm_packages()
+    if missing:
+        pytest.fail("missing system packages for the VM lab: " + " ".join(missing) + " (scripts/vagrant-tier.sh)")
+    started = time.monotonic()
+    res = orchestrator_cli("lab", "up", str(VM_INVENTORY), "--provider", "vagrant", "--json")
+    assert res.returncode == 0, f"lab up --provider vagrant failed (exit {res.returncode}):\n{res.stdout}{res.stderr}"
+    doc = json.loads(res.stdout)
+    print(f"\nvm lab up: {time.monotonic() - started:.0f} s")
+    machines = tuple(
+        MachineStatus(m["name"], m["kind"], m["state"], m["pid"], m["management_address"], SshLogin(**m["ssh"]))
+        for m in doc["machines"]
+    )
+    yield LabStatus(machines)
+    if not os.environ.get("ORCHESTRATOR_LAB_KEEP"):
+        down = orchestrator_cli("lab", "down", str(VM_INVENTORY), "--provider", "vagrant")
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+@pytest.fixture
+def vm_run(vm_lab: LabStatus) -> Callable[..., VmResult]:
+    addresses = {m.name: m.management_address for m in vm_lab.machines}
+
+    def run(machine: str, command: str, check: bool = True, timeout: float = 120.0) -> VmResult:
+        result = run_on(addresses[machine], machine, command, timeout)
+        if check and result.rc != 0:
+            raise AssertionError(f"{machine}: `{command}` exited {result.rc}: {result.stderr.strip()}")
+        return result
+
+    return run
