@@ -101,6 +101,24 @@ _SECTION_CATEGORY: dict[str, str] = {
 }
 
 
+# Sections whose exit status says whether they were read at all (one command each). A section that
+# failed is "not collected": never compared as if it were empty (a timed-out `systemctl` would
+# otherwise report every unit as removed, or hide a planted one). -> the snapshot keys built from it.
+MUST_SUCCEED: dict[str, tuple[str, ...]] = {
+    "packages": ("packages",),
+    "users": ("users",),
+    "groups": ("groups",),
+    "unit_files": ("units", "timers"),
+    "ports": ("ports",),
+}
+
+
+def failed_sections(snapshot: Mapping[str, Any]) -> dict[str, int]:
+    """The sections of ``snapshot`` that were started but did not finish well, with their exit status."""
+    collected = snapshot.get("collected", {})
+    return {name: int(collected[name]) for name in MUST_SUCCEED if name in collected and collected[name] != 0}
+
+
 class CommandRunner(Protocol):
     """What the collector needs from a transport: SshDriver, or a local runner in tests."""
 
@@ -526,6 +544,15 @@ def diff_snapshots(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[Diff
     for section in sorted(old_sections - new_sections):
         category = _SECTION_CATEGORY.get(section, "collector")
         out.append(Difference(category, f"({section})", "collected in the baseline but not now"))
+    # What could not be read on either side is not compared, and says so: the host is not proven clean.
+    old_failed, new_failed = failed_sections(old), failed_sections(new)
+    for section in sorted(set(old_failed) | set(new_failed)):
+        when = (f"now (exit {new_failed[section]})" if section in new_failed
+                else f"in the baseline (exit {old_failed[section]})")
+        out.append(Difference("collector", f"({section})", f"not collected {when}: not compared, "
+                                                            "so this part of the host is not proven clean"))
+        old = {k: v for k, v in old.items() if k not in MUST_SUCCEED[section]}
+        new = {k: v for k, v in new.items() if k not in MUST_SUCCEED[section]}
 
     if "files" in old and "files" in new:
         out += _diff_files(old["files"], new["files"])
@@ -675,6 +702,14 @@ def capture_baseline(ssh: CommandRunner, inventory: Inventory, host: str, settin
             f"the collector ran as uid {collected.meta.get('uid', '?')}, not root: it cannot read every file",
             target=host,
             hint="give the host a credential that logs in as root",
+        )
+    failed = failed_sections(collected.snapshot)
+    if failed:
+        raise IntegrityError(
+            "the collector could not read " + ", ".join(f"{n} (exit {rc})" for n, rc in sorted(failed.items()))
+            + ": no baseline was written",
+            target=host,
+            hint="run the capture again once the host is idle (a busy host's systemctl can time out)",
         )
     doc: dict[str, Any] = {
         "schema": BASELINE_SCHEMA,

@@ -276,6 +276,23 @@ def test_section_collected_before_but_not_now_is_a_difference() -> None:
     assert [(d.category, d.path) for d in diffs] == [("unit", "(unit_files)")]
 
 
+def _unit_files_failed(text: str, rc: int = 1) -> str:
+    """The collector's text as when `systemctl list-unit-files` timed out: no lines, a non-zero status."""
+    start = text.index("@@orchestrator:begin unit_files")
+    end = text.index("\n", text.index("@@orchestrator:end unit_files")) + 1
+    return text[:start] + f"@@orchestrator:begin unit_files\n@@orchestrator:end unit_files {rc}\n" + text[end:]
+
+
+def test_a_section_that_failed_is_not_collected_never_compared_as_empty() -> None:
+    now, _ = parse_collector_output(_unit_files_failed(collector_text()))
+    diffs = diff_snapshots(snapshot(), now)
+    # one honest finding (the host is not proven clean), not every unit and timer "removed"
+    assert [(d.category, d.path) for d in diffs] == [("collector", "(unit_files)")]
+    assert "not collected now (exit 1)" in diffs[0].detail
+    # a planted unit is not hidden either when the baseline could not read the units: still not clean
+    assert [(d.category, d.path) for d in diff_snapshots(now, snapshot())] == [("collector", "(unit_files)")]
+
+
 def test_listening_ports_for_the_health_check() -> None:
     baseline = {"snapshot": snapshot()}
     assert integrity.listening_ports(baseline) == ("tcp 0.0.0.0:22", "tcp [::]:22")
@@ -339,6 +356,12 @@ def test_capture_signs_and_check_is_clean(settings: Settings) -> None:
     assert any("files /usr/lib" in c for c in runner.calls) and any(c.endswith(" verify") for c in runner.calls)
     result = check_host(runner, _inventory(("/opt/app",)), "web1", settings)
     assert result.clean and result.baseline_taken == doc["taken"]
+
+
+def test_capture_refuses_to_write_a_baseline_with_a_section_that_failed(settings: Settings) -> None:
+    with pytest.raises(IntegrityError, match=r"could not read unit_files \(exit 124\): no baseline was written"):
+        capture_baseline(FakeRunner(_unit_files_failed(collector_text(), 124)), _inventory(), "web1", settings)
+    assert not (settings.baselines_dir / "web1.json").exists()
 
 
 def test_check_names_every_difference(settings: Settings) -> None:
