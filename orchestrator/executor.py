@@ -61,6 +61,7 @@ class RunOptions:
     stop_timeout_s: float = 45.0  # graceful stop before escalating
     start_timeout_s: float = 90.0
     power_off_timeout_s: float = 20.0
+    boot_settle_timeout_s: float = 60.0  # a started host's boot must finish before it is checked
 
 
 @dataclass(frozen=True)
@@ -729,7 +730,7 @@ class Executor:
         if self.probes.ssh_answers(host):
             v = self._verification(step, self.probes.host_up(host))
             if v.passed:
-                return _Outcome(already=True, evidence=dict(v.evidence))
+                return _Outcome(already=True, evidence={**v.evidence, "system_state": self._boot_settled(host)})
         power = self.drivers.power_for(host)
         if power is None:
             raise StepFailed(f"{host.name} is off and has no power driver: power it on by hand, then resume",
@@ -741,7 +742,22 @@ class Executor:
         if not v.passed:
             raise StepFailed(f"{host.name} did not answer SSH within {self.options.start_timeout_s:.0f} s",
                              dict(v.evidence))
-        return _Outcome(changed=True, evidence=dict(v.evidence))
+        return _Outcome(changed=True, evidence={**v.evidence, "system_state": self._boot_settled(host)})
+
+    def _boot_settled(self, host: Host) -> str:
+        """Wait (bounded) until the host's boot has finished, so that its integrity and health checks
+        see the settled system, not one still starting units. Returns systemd's word for the state
+        (running, degraded, ...); the checks that follow judge the host, not this."""
+        limit = int(self.options.boot_settle_timeout_s)
+        try:
+            res = self.drivers.ssh.run(host.name, f"timeout {limit} systemctl is-system-running --wait",
+                                       timeout_s=limit + 10)
+        except OrchestratorError as exc:
+            return f"unknown ({exc.code})"
+        state = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+        if res.exit_status == 124:  # timeout(1): the boot is still going on
+            return f"not settled after {limit} s" + (f" ({state})" if state else "")
+        return state or f"exit {res.exit_status}"
 
     def _quarantine(self, step: Step, host: Host, why: str) -> dict[str, Any]:
         """Keep a suspect host out: power it off again (it is never reconnected)."""
