@@ -8,8 +8,6 @@ keys under ``LAB_ROOT/ssh/`` are kept, so host keys stay stable across a down an
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import shutil
 import time
@@ -22,7 +20,7 @@ from typing import Any
 
 from orchestrator.errors import LabError
 from orchestrator.lab import image as image_mod
-from orchestrator.lab import keys, machines, network, reach
+from orchestrator.lab import keys, machines, network, reach, statefile
 from orchestrator.lab.topology import Kind, Topology, topology, topology_json
 from orchestrator.model import Inventory
 
@@ -124,35 +122,17 @@ def _require_host() -> None:
 
 @contextmanager
 def _lock() -> Iterator[None]:
-    LAB_ROOT.mkdir(parents=True, exist_ok=True)
-    with (LAB_ROOT / "lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with statefile.locked(LAB_ROOT / "lock"):
+        yield
 
 
 def _read_state() -> dict[str, Any] | None:
-    path = LAB_ROOT / STATE_FILE
-    if not path.exists():
-        return None
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LabError(
-            f"cannot read {path}: {exc}",
-            target="lab",
-            hint="run `orchestrator lab down` to remove the lab and its state",
-        ) from exc
-    return state
+    return statefile.read_state(LAB_ROOT / STATE_FILE, target="lab",
+                                hint="run `orchestrator lab down` to remove the lab and its state")
 
 
 def _write_state(state: dict[str, Any]) -> None:
-    path = LAB_ROOT / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    statefile.write_state(LAB_ROOT / STATE_FILE, state)
 
 
 def _ssh_login() -> SshLogin:

@@ -6,18 +6,16 @@ is rebuilt only when the recipe changes. Every lab machine boots an overlay over
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import LabError
+from orchestrator.lab import statefile
 
 CACHE_ENV = "ORCHESTRATOR_LAB_CACHE"
 MIRROR_ENV = "ORCHESTRATOR_LAB_MIRROR"
@@ -109,17 +107,6 @@ def image_path() -> Path:
     return cache_dir() / f"image-{recipe_hash()}"
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _run(argv: list[str], *, target: str, hint: str, log: Path) -> None:
     with log.open("ab") as out:
         result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False)
@@ -135,7 +122,7 @@ def ensure_image() -> Image:
     """Return the cached image for the current recipe, building it first if needed (~60-90 s)."""
     final = image_path()
     started = time.monotonic()
-    with _locked(cache_dir() / "build.lock"):
+    with statefile.locked(cache_dir() / "build.lock"):
         if (final / ".complete").exists():
             return Image(final, recipe_hash(), built=False, seconds=0.0)
         tmp = final.with_name(final.name + ".building")

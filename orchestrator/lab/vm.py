@@ -17,9 +17,7 @@ Nothing here touches the nspawn lab (its bridges, its LAB_ROOT): both can run at
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -35,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import LabError
-from orchestrator.lab import LabStatus, MachineStatus, SshLogin, keys, reach
+from orchestrator.lab import LabStatus, MachineStatus, SshLogin, keys, reach, statefile
 from orchestrator.lab.image import cache_dir, mirror
 from orchestrator.lab.topology import Topology, topology
 from orchestrator.lab.vagrant import VAGRANT_NETWORK, domain_name, network_names
@@ -277,22 +275,11 @@ def box_path() -> Path:
     return cache_dir() / f"vagrant-box-{box_recipe_hash()}.box"
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_box() -> Box:
     """The cached box for the current recipe, built first when missing (about 3-4 minutes)."""
     started = time.monotonic()
     final = box_path()
-    with _locked(cache_dir() / "vagrant-box.lock"):
+    with statefile.locked(cache_dir() / "vagrant-box.lock"):
         if final.exists():
             return Box(final, box_recipe_hash(), built=False, seconds=0.0)
         log = final.with_suffix(".log")
@@ -441,31 +428,18 @@ def stop_machine(machine: str, graceful: bool) -> None:
 
 @contextmanager
 def _lock() -> Iterator[None]:
-    with _locked(vm_lab_root() / "lock"):
+    with statefile.locked(vm_lab_root() / "lock"):
         yield
 
 
 def _read_state() -> dict[str, Any] | None:
-    path = vm_lab_root() / STATE_FILE
-    if not path.exists():
-        return None
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LabError(
-            f"cannot read {path}: {exc}",
-            target="vm lab",
-            hint="run `orchestrator lab down --provider vagrant` to remove the VM lab and its state",
-        ) from exc
-    return state
+    return statefile.read_state(
+        vm_lab_root() / STATE_FILE, target="vm lab",
+        hint="run `orchestrator lab down --provider vagrant` to remove the VM lab and its state")
 
 
 def _write_state(state: dict[str, Any]) -> None:
-    path = vm_lab_root() / STATE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    statefile.write_state(vm_lab_root() / STATE_FILE, state)
 
 
 def lab_machines() -> list[str]:
