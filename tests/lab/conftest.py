@@ -6,7 +6,7 @@ Fixtures:
 - ``lab_status``: a fresh LabStatus (function scope: machines may have been powered off and on).
 - ``lab_run``: ``lab_run(machine, command, check=True) -> LabResult``, SSH as root with the lab's
   pinned keys (paramiko, RejectPolicy).
-- ``lab_ssh``: a ``LabSsh`` (``client(address)``, ``run_at(address, command)``, ``wait(address)``)
+- ``lab_ssh``: a ``PinnedSsh`` (``client(address)``, ``run_at(address, machine, command)``, ``wait(address)``)
   for machines addressed directly, e.g. while one is powered off and on.
 - ``lab_host``: ``lab_host(machine) -> testinfra.host.Host`` over the ssh backend with strict host keys.
 
@@ -16,14 +16,12 @@ Set ORCHESTRATOR_LAB_KEEP=1 to leave the lab up after the session (for poking at
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
 import pytest
 import testinfra
+from pinned_ssh import PinnedSsh, RemoteCommandError, RemoteResult
 from testinfra.host import Host
 
 from orchestrator import lab
@@ -42,72 +40,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.lab)
 
 
-@dataclass(frozen=True)
-class LabResult:
-    machine: str
-    command: str
-    rc: int
-    stdout: str
-    stderr: str
-
-
-class LabCommandError(AssertionError):
-    pass
-
-
-def ssh_client(
-    address: str, known_hosts: Path | None = None, timeout: float = 10.0, username: str = "root"
-) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(known_hosts or keys.known_hosts_path(lab.LAB_ROOT)))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(
-        address,
-        username=username,
-        key_filename=str(keys.client_key_path(lab.LAB_ROOT)),
-        timeout=timeout,
-        banner_timeout=timeout,
-        auth_timeout=timeout,
-        look_for_keys=False,
-        allow_agent=False,
-    )
-    return client
-
-
-def run_on(address: str, machine: str, command: str, timeout: float = 60.0) -> LabResult:
-    client = ssh_client(address)
-    try:
-        _in, out, err = client.exec_command(command, timeout=timeout)
-        stdout = out.read().decode(errors="replace")
-        stderr = err.read().decode(errors="replace")
-        return LabResult(machine, command, out.channel.recv_exit_status(), stdout, stderr)
-    finally:
-        client.close()
-
-
-def wait_ssh(address: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            ssh_client(address, timeout=2.0).close()
-            return
-        except (OSError, paramiko.SSHException, EOFError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-class LabSsh:
-    """SSH helpers with the lab's pinned keys, by management address."""
-
-    client = staticmethod(ssh_client)
-    run_at = staticmethod(run_on)
-    wait = staticmethod(wait_ssh)
+LabResult = RemoteResult
+LabCommandError = RemoteCommandError
+LAB_SSH = PinnedSsh(lab.LAB_ROOT)  # SSH helpers with the lab's pinned keys, by management address
 
 
 @pytest.fixture
-def lab_ssh(lab_up_status: lab.LabStatus) -> LabSsh:
-    return LabSsh()
+def lab_ssh(lab_up_status: lab.LabStatus) -> PinnedSsh:
+    return LAB_SSH
 
 
 @pytest.fixture(scope="session")
@@ -135,15 +75,7 @@ def lab_status(lab_inventory: Inventory, lab_up_status: lab.LabStatus) -> lab.La
 
 @pytest.fixture
 def lab_run(lab_up_status: lab.LabStatus) -> Callable[..., LabResult]:
-    addresses = {m.name: m.management_address for m in lab_up_status.machines}
-
-    def run(machine: str, command: str, check: bool = True, timeout: float = 60.0) -> LabResult:
-        result = run_on(addresses[machine], machine, command, timeout)
-        if check and result.rc != 0:
-            raise LabCommandError(f"{machine}: `{command}` exited {result.rc}: {result.stderr.strip()}")
-        return result
-
-    return run
+    return LAB_SSH.runner({m.name: m.management_address for m in lab_up_status.machines})
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, LabResult
+from pinned_ssh import RemoteResult
 
 from orchestrator import lab
 from orchestrator.drivers.netmiko import CommandRejectedError, NetmikoDriver
 from orchestrator.errors import DriverError
 from orchestrator.model import Host, Inventory, Link, LinkKind
 
-Run = Callable[..., LabResult]
+Run = Callable[..., RemoteResult]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

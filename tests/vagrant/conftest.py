@@ -10,7 +10,7 @@ Fixtures:
   as a LabStatus (session; ``lab down --provider vagrant`` at the end unless ORCHESTRATOR_LAB_KEEP=1).
 - ``vm_run``: ``vm_run(machine, command, check=True) -> VmResult``, SSH as root with the lab's
   pinned keys (paramiko, RejectPolicy).
-- ``vm_ssh``: a ``VmSsh`` (``client(address)``, ``run_at(address, machine, command)``,
+- ``vm_ssh``: a ``PinnedSsh`` (``client(address)``, ``run_at(address, machine, command)``,
   ``wait(address)``) for machines addressed directly, e.g. while one is powered off and on.
 """
 
@@ -21,14 +21,13 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
 import pytest
+from pinned_ssh import PinnedSsh, RemoteResult
 
 from orchestrator.inventory import load_inventory
-from orchestrator.lab import LabStatus, MachineStatus, SshLogin, keys, vm
+from orchestrator.lab import LabStatus, MachineStatus, SshLogin, vm
 from orchestrator.model import Inventory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,67 +42,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vagrant)
 
 
-@dataclass(frozen=True)
-class VmResult:
-    machine: str
-    command: str
-    rc: int
-    stdout: str
-    stderr: str
-
-
-def ssh_client(address: str, timeout: float = 15.0) -> paramiko.SSHClient:
-    root = vm.vm_lab_root()
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(keys.known_hosts_path(root)))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(
-        address,
-        username="root",
-        key_filename=str(keys.client_key_path(root)),
-        timeout=timeout,
-        banner_timeout=timeout,
-        auth_timeout=timeout,
-        look_for_keys=False,
-        allow_agent=False,
-    )
-    return client
-
-
-def run_on(address: str, machine: str, command: str, timeout: float = 120.0) -> VmResult:
-    client = ssh_client(address)
-    try:
-        _in, out, err = client.exec_command(command, timeout=timeout)
-        stdout = out.read().decode(errors="replace")
-        stderr = err.read().decode(errors="replace")
-        return VmResult(machine, command, out.channel.recv_exit_status(), stdout, stderr)
-    finally:
-        client.close()
-
-
-def wait_ssh(address: str, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            ssh_client(address, timeout=5.0).close()
-            return
-        except (OSError, paramiko.SSHException, EOFError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
-
-
-class VmSsh:
-    """SSH helpers with the VM lab's pinned keys, by management address."""
-
-    client = staticmethod(ssh_client)
-    run_at = staticmethod(run_on)
-    wait = staticmethod(wait_ssh)
+VmResult = RemoteResult
+# SSH helpers with the VM lab's pinned keys, by management address; emulated VMs are slow to answer.
+VM_SSH = PinnedSsh(vm.vm_lab_root(), connect_timeout_s=15.0, command_timeout_s=120.0, wait_timeout_s=240.0,
+                   wait_poll_s=1.0, wait_connect_timeout_s=5.0)
 
 
 @pytest.fixture
-def vm_ssh(vm_lab: LabStatus) -> VmSsh:
-    return VmSsh()
+def vm_ssh(vm_lab: LabStatus) -> PinnedSsh:
+    return VM_SSH
 
 
 @pytest.fixture(scope="session")
@@ -147,12 +94,4 @@ def vm_lab(vm_inventory: Inventory) -> Iterator[LabStatus]:
 
 @pytest.fixture
 def vm_run(vm_lab: LabStatus) -> Callable[..., VmResult]:
-    addresses = {m.name: m.management_address for m in vm_lab.machines}
-
-    def run(machine: str, command: str, check: bool = True, timeout: float = 120.0) -> VmResult:
-        result = run_on(addresses[machine], machine, command, timeout)
-        if check and result.rc != 0:
-            raise AssertionError(f"{machine}: `{command}` exited {result.rc}: {result.stderr.strip()}")
-        return result
-
-    return run
+    return VM_SSH.runner({m.name: m.management_address for m in vm_lab.machines})
