@@ -617,7 +617,9 @@ def _build(data: Mapping[str, Any], path: str, sha256: str) -> Inventory:
         },
         credentials={
             n: Credential(name=n, username=str(c["username"]), key_file=c.get("key_file"),
-                          password_env=c.get("password_env"), known_hosts=c.get("known_hosts"))
+                          password_env=c.get("password_env"), known_hosts=c.get("known_hosts"),
+                          connect_timeout_s=(float(c["connect_timeout_s"]) if c.get("connect_timeout_s") is not None
+                                             else None))
             for n, c in sorted((data.get("credentials") or {}).items())
         },
         version=int(data["version"]),

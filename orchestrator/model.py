@@ -43,6 +43,7 @@ class Credential:
     key_file: str | None = None
     password_env: str | None = None
     known_hosts: str | None = None
+    connect_timeout_s: float | None = None  # connect, banner and auth; None: the driver's default (5 s)
 
 
 @dataclass(frozen=True)

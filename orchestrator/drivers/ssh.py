@@ -85,6 +85,24 @@ def _host_key_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
+def _handshake_incomplete(exc: paramiko.SSHException) -> bool:
+    """The SSH handshake did not complete (as opposed to a refusal): worth one more try."""
+    if isinstance(exc, paramiko.AuthenticationException):
+        return "timeout" in str(exc).lower()  # "Authentication timeout.": slow, not refused
+    if isinstance(exc, paramiko.BadHostKeyException | _UnknownHostKey):
+        return False
+    text = str(exc)
+    return any(s in text for s in ("Error reading SSH protocol banner", "No existing session",
+                                   "Negotiation failed", "EOF during negotiation"))
+
+
+def _loaded_host_keys(known_hosts: Path) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    if known_hosts.is_file():
+        keys.load(str(known_hosts))
+    return keys
+
+
 class SshDriver:
     """Run commands on hosts, devices and lab peers over SSH, one pooled connection per target."""
 
@@ -256,25 +274,39 @@ class SshDriver:
                     hint="fix or recreate the known_hosts file",
                 ) from None
         client.set_missing_host_key_policy(_StrictPolicy())
-        timeout = self._connect_timeout_s
-        try:
-            client.connect(
-                target.address,
-                port=target.port,
-                username=cred.username,
-                pkey=pkey,
-                password=password,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                channel_timeout=timeout,
-                look_for_keys=False,
-                allow_agent=False,
-            )
-        except BaseException as exc:  # noqa: BLE001 - re-raised after cleanup
-            client.close()
-            raise self._connect_error(exc, target, where, known_hosts) from None
-        return client
+        timeout = self._timeout_for(cred)
+        for attempt in (1, 2):
+            try:
+                client.connect(
+                    target.address,
+                    port=target.port,
+                    username=cred.username,
+                    pkey=pkey,
+                    password=password,
+                    timeout=timeout,
+                    banner_timeout=timeout,
+                    auth_timeout=timeout,
+                    channel_timeout=timeout,
+                    look_for_keys=False,
+                    allow_agent=False,
+                )
+                return client
+            except paramiko.SSHException as exc:
+                # A handshake that did not finish (no banner, session gone: an overloaded sshd) gets
+                # one more try. A host key or authentication refusal never does.
+                client.close()
+                if attempt == 2 or not _handshake_incomplete(exc):
+                    raise self._connect_error(exc, target, where, known_hosts) from None
+                client = paramiko.SSHClient()
+                client.get_host_keys().update(_loaded_host_keys(known_hosts))
+                client.set_missing_host_key_policy(_StrictPolicy())
+            except BaseException as exc:  # noqa: BLE001 - re-raised after cleanup
+                client.close()
+                raise self._connect_error(exc, target, where, known_hosts) from None
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _timeout_for(self, cred: Credential) -> float:
+        return cred.connect_timeout_s if cred.connect_timeout_s is not None else self._connect_timeout_s
 
     def _connect_error(self, exc: BaseException, target: _Target, where: str, known_hosts: Path) -> BaseException:
         name = _host_key_name(target.address, target.port)
@@ -303,7 +335,7 @@ class SshDriver:
             )
         if isinstance(exc, (TimeoutError, socket.timeout)):
             return UnreachableError(
-                f"no SSH answer within {self._connect_timeout_s:g}s",
+                f"no SSH answer within {self._timeout_for(target.credential):g}s",
                 target=where,
                 hint="the host may be off, isolated or firewalled; check the management path",
             )

@@ -395,3 +395,31 @@ def test_unreadable_key_file_is_auth_failed_without_content(tmp_path: Path) -> N
     with SshDriver(_inventory(cred), port=1) as drv, pytest.raises(AuthFailedError) as info:
         drv.run("web1", "true")
     assert "cannot load key file" in str(info.value) and "SECRETISH" not in str(info.value)
+
+
+def test_a_credential_can_give_slow_hosts_a_longer_connect_timeout_and_a_stalled_greeting_is_tried_twice(
+    keys: dict[str, object],
+) -> None:
+    silent = socket.socket()  # accepts TCP but never speaks SSH
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        port = silent.getsockname()[1]
+        cred = Credential(name="lab", username=USER, key_file=str(keys["key_file"]), connect_timeout_s=0.3)
+        with SshDriver(_inventory(cred), connect_timeout_s=30.0, port=port) as drv:
+            started = time.monotonic()
+            with pytest.raises(UnreachableError):
+                drv.run("web1", "true")
+            assert time.monotonic() - started < 5.0  # the credential's 0.3 s (twice), not the driver's 30 s
+    finally:
+        silent.close()
+
+
+def test_only_an_unfinished_handshake_is_retried_never_a_refusal() -> None:
+    from orchestrator.drivers.ssh import _handshake_incomplete
+
+    assert _handshake_incomplete(paramiko.SSHException("Error reading SSH protocol banner"))
+    assert _handshake_incomplete(paramiko.SSHException("No existing session"))
+    assert _handshake_incomplete(paramiko.AuthenticationException("Authentication timeout."))
+    assert not _handshake_incomplete(paramiko.AuthenticationException("Authentication failed."))
+    assert not _handshake_incomplete(paramiko.SSHException("Incompatible ssh peer (no acceptable kex algorithm)"))
