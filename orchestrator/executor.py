@@ -224,7 +224,6 @@ class _DeviceChange:
     """What a device batch did for one step: sent (or found in force), and what the config says after."""
 
     changed: bool
-    already: bool
     commands: tuple[str, ...]
     in_force: bool
     error: BaseException | None = None
@@ -408,8 +407,8 @@ class Executor:
             self.rec.emit("command-sent", step_id=step_id, driver="netmiko", target=device, commands=list(commands),
                           sent_with=[b for b in batch if b != step_id])
         after = net.in_force_map(device, list(keys.values()))  # always read back: this is the verification
-        return {s.id: _DeviceChange(changed=s.id in sent, already=before[keys[s.id]], commands=sent.get(s.id, ()),
-                                    in_force=after[keys[s.id]], error=errors.get(s.id)) for s in steps}
+        return {s.id: _DeviceChange(changed=s.id in sent, commands=sent.get(s.id, ()), in_force=after[keys[s.id]],
+                                    error=errors.get(s.id)) for s in steps}
 
     # ---- one step -----------------------------------------------------------------------------
 
@@ -489,16 +488,13 @@ class Executor:
             raise StepFailed("the stored backup does not match what the device returned", v.evidence)
         return _Outcome(evidence=dict(v.evidence))
 
-    def _device_action(self, step: Step, action: str) -> tuple[bool, dict[str, Any]]:
-        """Apply ``action`` unless already in force; returns (changed, evidence)."""
+    def _undo_device_action(self, step: Step, action: str, undo_of: str) -> tuple[bool, dict[str, Any]]:
+        """Apply ``action`` (a restore-link or reconnect-segment) unless ``undo_of`` is not in force
+        any more; returns (changed, evidence). Cuts and isolations go per device: _contain_on_device."""
         assert step.device is not None
         net = self.drivers.net
-        if action in ("cut-link", "isolate-segment") and net.is_in_force(step.device, action, step.target):
+        if not net.is_in_force(step.device, undo_of, step.target):
             return False, {"already_in_force": True}
-        if action in ("restore-link", "reconnect-segment"):
-            undo_of = "cut-link" if action == "restore-link" else "isolate-segment"
-            if not net.is_in_force(step.device, undo_of, step.target):
-                return False, {"already_in_force": True}
         outcome = net.apply(step.device, action, step.target)
         self.rec.emit("command-sent", step_id=step.id, driver="netmiko", target=step.device,
                       commands=list(outcome.commands))
@@ -509,17 +505,13 @@ class Executor:
         assert step.device is not None
         pending = self._preflight.get(step.id)
         before = pending.result() if pending is not None else {"note": "not probed"}
-        batched = self._device_changes.get(step.id)
-        if batched is not None:
-            change = batched.result()[step.id]  # a device that cannot be read fails all its steps
-            if change.error is not None:
-                raise change.error
-            changed = change.changed
-            evidence: dict[str, Any] = {"commands": list(change.commands)} if changed else {"already_in_force": True}
-            in_force = change.in_force
-        else:
-            changed, evidence = self._device_action(step, action)
-            in_force = self.drivers.net.is_in_force(step.device, action, step.target)
+        # The wave started this step's device batch (_start_device_batches); a device that cannot be
+        # read fails all its steps here.
+        change = self._device_changes[step.id].result()[step.id]
+        if change.error is not None:
+            raise change.error
+        changed, in_force = change.changed, change.in_force
+        evidence: dict[str, Any] = {"commands": list(change.commands)} if changed else {"already_in_force": True}
         evidence["rule_in_running_config"] = in_force
         after = self._reach_probe(step) if step.action is Action.ISOLATE_SEGMENT else self._link_probe(step)
         evidence["before"] = before
@@ -540,8 +532,8 @@ class Executor:
         assert step.device is not None
         if step.action is Action.RECONNECT_SEGMENT:
             self._check_segment_ready(step.target)
-        changed, evidence = self._device_action(step, step.action.value)
         undo_of = "cut-link" if step.action is Action.RESTORE_LINK else "isolate-segment"
+        changed, evidence = self._undo_device_action(step, step.action.value, undo_of)
         gone = not self.drivers.net.is_in_force(step.device, undo_of, step.target)
         evidence["rule_removed"] = gone
         problems = [] if gone else [f"the {undo_of} rule is still in {step.device}'s running config"]

@@ -300,16 +300,8 @@ class NetmikoDriver:
         Raises CommandRejectedError (with the device's answer) when a line is refused, and
         DriverError when the target does not belong to the device or its interface does not exist.
         """
-        dev, segment, link = self._target(device, action, target)
-        commands = devices.render(dev.platform, action, device=dev, segment=segment, link=link)
-        interface = (segment.interface if segment else link.interface if link else None) or None
-        check = {interface: target} if interface is not None and self._must_check_interface(dev.platform, action) \
-            else {}
-        with self._session(dev) as (session, params):
-            self._check_interfaces(session, dev, params, check)
-            self._remember(dev.name, None)
-            output = self._send(session, dev, params, commands)
-        return CommandOutcome(dev.name, tuple(commands), output)
+        outcome = self.apply_many(device, [(action, target)])
+        return CommandOutcome(outcome.device, outcome.commands, outcome.output)
 
     def apply_many(self, device: str, changes: Sequence[tuple[str, str]]) -> CommandOutcome:
         """Several ``(action, target)`` changes to one device in one turn of its session: every
