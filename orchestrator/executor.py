@@ -380,6 +380,12 @@ class Executor:
     def _contain_on_device(self, device: str, steps: list[Step]) -> dict[str, _DeviceChange]:
         net = self.drivers.net
         keys = {s.id: (s.action.value, s.target) for s in steps}
+        for step in steps:
+            # The "before" evidence must be taken before anything changes: a probe still running
+            # (a slow host) holds its device's change back, never the other way round.
+            pending = self._preflight.get(step.id)
+            if pending is not None:
+                pending.result()
         # What is already in force, from the config last read (the backup, or the previous wave's
         # read-back) when nothing was sent since: it only spares sending a change twice.
         before = net.in_force_map(device, list(keys.values()), fresh=False)
@@ -576,7 +582,7 @@ class Executor:
         """From a running host inside the segment: what beyond the gateway answers, and does the
         segment still reach itself."""
         segment = step.target
-        hosts = self.probes.running_hosts_in(segment)
+        hosts = self.probes.running_hosts_in(segment, limit=2)  # a probe host and its neighbour
         if not hosts:
             return {"probe_host": None, "note": "no running host in the segment to probe from"}
         probe_host = hosts[0]
@@ -631,7 +637,8 @@ class Executor:
                 off = self.probes.host_off(h)
             except OrchestratorError as exc:
                 off = Verification(False, "host-off", {"probe": f"{exc.code}: {exc}"})
-            return h.name, off, self.probes.ssh_answers(h)
+            up = off.evidence.get("ssh_port_22")
+            return h.name, off, up == "answers" if up in ("answers", "closed") else self.probes.ssh_answers(h)
 
         with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(hosts)))) as pool:
             before = {name: (off, up) for name, off, up in pool.map(probe, hosts.values())}

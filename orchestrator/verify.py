@@ -52,12 +52,17 @@ class Probes:
             return f"unknown ({exc.message})"
 
     def host_off(self, host: Host) -> Verification:
-        """Off: SSH closed and the power driver says off. Without a power driver, SSH closed is not
-        enough (sshd may just have died): the management address must not answer ICMP either."""
+        """Off: the power driver says off and SSH is closed. Without a power driver, SSH closed is
+        not enough (sshd may just have died): the management address must not answer ICMP either.
+
+        The power driver is asked first: while it says the machine runs, the host is not off and
+        SSH is not knocked on (every knock costs the machine an sshd fork while it shuts down)."""
         from orchestrator.drivers import icmp
 
-        ssh_up = self.ssh_answers(host)
         state = self.power_state(host)
+        if state is not None and state != "stopped":
+            return Verification(False, "host-off", {"power": state, "ssh_port_22": "not probed (power on)"})
+        ssh_up = self.ssh_answers(host)
         evidence: dict[str, Any] = {
             "ssh_port_22": "answers" if ssh_up else "closed",
             "power": state if state is not None else "no power driver",
@@ -66,7 +71,7 @@ class Probes:
             alive = not ssh_up and icmp.echo(str(host.management_address))
             evidence["icmp"] = "answers" if alive else "silent"
             return Verification(not ssh_up and not alive, "host-off", evidence)
-        return Verification(not ssh_up and state == "stopped", "host-off", evidence)
+        return Verification(not ssh_up, "host-off", evidence)
 
     def wait_host_off(self, host: Host, timeout_s: float) -> Verification:
         last: list[Verification] = []
@@ -75,7 +80,7 @@ class Probes:
             last[:] = [self.host_off(host)]
             return last[0].passed
 
-        wait_until(check, timeout_s, 0.3)
+        wait_until(check, timeout_s, 0.1)  # the power driver is a cheap read; SSH only once it says off
         return last[0]
 
     def host_up(self, host: Host) -> Verification:
@@ -136,9 +141,17 @@ class Probes:
         names = sorted({h.credentials for h in self.inventory.hosts.values()})
         return names[0]
 
-    def running_hosts_in(self, segment: str, exclude: Iterable[str] = ()) -> list[Host]:
+    def running_hosts_in(self, segment: str, exclude: Iterable[str] = (), *, limit: int | None = None) -> list[Host]:
+        """The segment's hosts whose SSH answers, in inventory order; with ``limit``, the first
+        ``limit`` of them (the rest are not knocked on)."""
         skip = set(exclude)
-        return [h for h in self.inventory.hosts_in_segment(segment) if h.name not in skip and self.ssh_answers(h)]
+        found: list[Host] = []
+        for h in self.inventory.hosts_in_segment(segment):
+            if limit is not None and len(found) >= limit:
+                break
+            if h.name not in skip and self.ssh_answers(h):
+                found.append(h)
+        return found
 
     def cross_gateway_targets(self, segment: str) -> list[str]:
         """Addresses beyond the segment's gateway: the gateway's legs in other segments first."""

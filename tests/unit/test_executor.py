@@ -123,6 +123,28 @@ def test_fake_drivers_keep_the_real_method_names_and_parameters(fake: type, real
 # --------------------------------------------------------------------------------------------
 
 
+def test_a_slow_before_probe_holds_its_change_back_so_the_before_evidence_is_really_before(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv_hosts = {h.name for h in inventory.hosts_in_segment("srv")}
+    original = FakeSshDriver.run
+    slowed: list[str] = []
+
+    def slow_first_probe_in_srv(self: FakeSshDriver, host: str, command: str, timeout_s: float = 30.0, *,
+                                stdin: str | None = None) -> Any:
+        if host in srv_hosts and "ping " in command and not slowed:
+            slowed.append(host)
+            threading.Event().wait(0.5)  # the probe host is slow to answer; its answer is read after this
+        return original(self, host, command, timeout_s, stdin=stdin)
+
+    monkeypatch.setattr(FakeSshDriver, "run", slow_first_probe_in_srv)
+    ran = execute(inventory, build_plan(inventory, Mode.CONTAIN), tmp_path)
+    assert slowed and ran.result.exit_code == 0, ran.result.left
+    srv = ran.finished["isolate-segment:srv"]["evidence"]
+    assert srv["before"]["crosses"], "the before probe saw the segment already isolated"
+    assert srv["after"]["crosses"] == []
+
+
 def test_contain_cuts_links_before_isolating_segments_and_powers_nothing_off(
     inventory: Inventory, campus: FakeCampus, tmp_path: Path
 ) -> None:
