@@ -168,7 +168,7 @@ class Drivers:
             return self._power[host.power]
 
     def close(self) -> None:
-        for driver in (self._ssh, self._net):
+        for driver in (self._ssh, self._net, self._ansible):
             if driver is not None:
                 with contextlib.suppress(Exception):  # closing must not hide the run's outcome
                     driver.close()
@@ -260,6 +260,7 @@ class Executor:
         self._preflight: dict[str, Future[dict[str, Any]]] = {}
         self._device_changes: dict[str, Future[dict[str, _DeviceChange]]] = {}
         self._background: list[ThreadPoolExecutor] = []  # stop playbooks still ending
+        self._stop_connections_opened = False
         self.approved_gates = set(approvals)
         self.time_to_containment: float | None = self.milestones.get("contained")
         self.time_to_shutdown: float | None = self.milestones.get("shutdown-complete")
@@ -282,6 +283,22 @@ class Executor:
             self._preflight[step.id] = pool.submit(_safe_probe, probe, step)
         return pool
 
+    def _open_stop_connections(self, wave: Wave) -> None:
+        """Hosts to be stopped get their SSH connections opened in the background, in wave order,
+        so each stop wave starts on connections already up (AnsibleDriver.open_connections).
+        Begun once the configuration backups are taken: the backup wave is the one containment
+        step that needs the CPUs, the cuts and isolations after it mostly wait for their proofs."""
+        if self._stop_connections_opened or self.options.dry_run:
+            return
+        if wave.steps and all(s.action is Action.BACKUP_CONFIG for s in wave.steps):
+            return
+        self._stop_connections_opened = True
+        hosts = [s.target for s in self.plan.steps() if s.action is Action.STOP_HOST
+                 and not (s.id in self.results and self.results[s.id].ok)]
+        if hosts:
+            with contextlib.suppress(Exception):  # only a head start: the stop waves connect anyway
+                self.drivers.ansible.open_connections(hosts)
+
     def run(self) -> RunResult:
         interrupted = False
         preflight = self._start_preflight()
@@ -295,6 +312,7 @@ class Executor:
                     continue
                 self.rec.emit("wave-started", wave=wave.index, phase=wave.phase.value,
                               steps=[s.id for s in todo])
+                self._open_stop_connections(wave)
                 self._run_wave(wave, todo)
                 if self.stop_event.is_set():
                     interrupted = any(s.id not in self.results for s in self.plan.steps())

@@ -396,8 +396,15 @@ class FakeAnsibleDriver:
 
     def run_playbook(self, playbook: str, hosts: Sequence[str], extravars: Mapping[str, Any] | None = None,
                      timeout_s: float = 120, *, host_vars: Mapping[str, Mapping[str, Any]] | None = None,
-                     on_result: Callable[[Mapping[str, Any]], None] | None = None) -> PlaybookRun:
+                     on_result: Callable[[Mapping[str, Any]], None] | None = None,
+                     control_dir: Path | None = None) -> PlaybookRun:
         raise DriverError(f"the fake campus runs no playbook {playbook!r}", target=playbook)
+
+    def open_connections(self, hosts: Sequence[str]) -> None:
+        self.campus.record("open_connections", tuple(hosts))
+
+    def close(self) -> None:
+        self.campus.record("close", "ansible")
 
     def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120,
                    on_result: Callable[[Mapping[str, Any]], None] | None = None) -> PlaybookRun:

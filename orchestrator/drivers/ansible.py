@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.ansible_inventory import to_ansible_inventory
+from orchestrator.drivers.ssh_masters import SshMasters
 from orchestrator.errors import DriverError, SafetyInterlock, UsageError
 from orchestrator.model import Inventory
 
@@ -346,6 +348,8 @@ class AnsibleDriver:
         self.playbooks_dir = (playbooks_dir or default_playbooks_dir()).absolute()
         self._run = run_function or _default_run
         self._mask = Masker.for_inventory(inventory)
+        self._masters: SshMasters | None = None
+        self._masters_lock = threading.Lock()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -358,11 +362,14 @@ class AnsibleDriver:
         *,
         host_vars: Mapping[str, Mapping[str, Any]] | None = None,
         on_result: Callable[[Mapping[str, Any]], None] | None = None,
+        control_dir: Path | None = None,
     ) -> PlaybookRun:
         """Run ``playbook`` (a name in ``playbooks/`` or a path) against ``hosts``, at most ``timeout_s``.
 
         ``on_result`` sees each task result as it arrives (the journaled event: host, task, status,
         masked message), so a caller can start verifying a host before the whole play ends.
+        ``control_dir`` points SSH at connections already open there (``open_connections``);
+        without it the run gets a control directory of its own, removed when it ends.
         """
         if timeout_s <= 0:
             raise UsageError(f"timeout must be positive, not {timeout_s}", target=playbook, hint="pass seconds > 0")
@@ -409,8 +416,10 @@ class AnsibleDriver:
                     on_result(mapped)
             return True
 
-        control_dir = self.control_path_dir() / ident[-8:]
-        control_dir.mkdir(mode=0o700)
+        own_control_dir = control_dir is None
+        if control_dir is None:
+            control_dir = self.control_path_dir() / ident[-8:]
+            control_dir.mkdir(mode=0o700)
         started = time.monotonic()
         try:
             result = self._run(
@@ -433,7 +442,8 @@ class AnsibleDriver:
             )
         finally:
             self._scrub_command_artifact(artifact_root / ident)
-            shutil.rmtree(control_dir, ignore_errors=True)  # idle masters exit after ControlPersist
+            if own_control_dir:
+                shutil.rmtree(control_dir, ignore_errors=True)  # idle masters exit after ControlPersist
         duration = time.monotonic() - started
         if sink_failure:
             raise sink_failure[0]
@@ -479,7 +489,38 @@ class AnsibleDriver:
                 target=",".join(refused),
                 hint="remove them from the wave; kept hosts are isolated, never powered off",
             )
-        return self.run_playbook(STOP_HOST_PLAYBOOK, hosts, timeout_s=timeout_s, on_result=on_result)
+        masters = self._masters
+        if masters is not None:
+            masters.give_up_on(hosts)
+        return self.run_playbook(STOP_HOST_PLAYBOOK, hosts, timeout_s=timeout_s, on_result=on_result,
+                                 control_dir=masters.control_dir if masters is not None else None)
+
+    def open_connections(self, hosts: Sequence[str]) -> None:
+        """Open SSH connections to ``hosts`` now, in the background, for their ``stop_hosts`` later.
+
+        Returns at once. A stop wave then starts on connections that are already up instead of
+        opening 20-30 at once (see ``ssh_masters``); a host whose connection could not be opened is
+        connected to by Ansible itself, as without this. Used for stops only: a stopped host is
+        never played against again in the same run, so no connection outlives its machine's use.
+        Kept hosts are refused here as in ``stop_hosts``.
+        """
+        kept = self.inventory.keep_reasons()
+        wanted = [h for h in hosts if h not in kept and h in self.inventory.hosts]
+        if not wanted:
+            return
+        with self._masters_lock:
+            if self._masters is None:
+                directory = self.control_path_dir() / f"open-{uuid.uuid4().hex[:3]}"
+                self._masters = SshMasters(self.inventory, directory, on_opened=self._emit)
+            masters = self._masters
+        masters.open(wanted)
+
+    def close(self) -> None:
+        """Close the connections ``open_connections`` opened (those still up). Idempotent."""
+        with self._masters_lock:
+            masters, self._masters = self._masters, None
+        if masters is not None:
+            masters.close()
 
     def check_health(
         self, hosts: Sequence[str], expected_ports: Mapping[str, Sequence[int]], timeout_s: float = 60

@@ -155,6 +155,56 @@ def test_stop_host_really_stops_one_host(
     assert run.hosts[host].results.get("stop_host_report", {}).get("services_failed", []) == []
 
 
+CONNECTION_PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.raw: echo "$SSH_CONNECTION"
+      register: conn
+      changed_when: false
+    - ansible.builtin.set_fact:
+        ssh_connection: "{{ conn.stdout | trim }}"
+"""
+
+
+def test_opened_connection_carries_the_playbook_and_ends_with_its_machine(
+    lab_inventory: Inventory, lab_up_status: lab.LabStatus, restore_power: list[str], tmp_path: Path
+) -> None:
+    host = "deu-ws2"
+    address = str(lab_inventory.hosts[host].management_address)
+    events: list[dict[str, object]] = []
+    driver = AnsibleDriver(lab_inventory, tmp_path / "ansible", forks=50, event_sink=events.append)
+    try:
+        driver.open_connections([host])
+        wait_for("the connection is opened", lambda: any(e.get("phase") == "opened" for e in events), 30)
+        opened = next(e for e in events if e.get("phase") == "opened")
+        assert opened["hosts"] == [host] and opened["failed"] == {}, opened
+        [control_dir] = list(driver.control_path_dir().glob("open-*"))
+        mux = ["ssh", "-o", f"ControlPath={control_dir}/%C", "-o", "BatchMode=yes", "-l", "root", address]
+        check = subprocess.run([*mux[:1], "-O", "check", *mux[1:]], capture_output=True, text=True, timeout=10)
+        assert check.returncode == 0 and "Master running" in check.stderr, check.stderr
+        master_pid = int(check.stderr.split("pid=")[1].split(")")[0])
+        over_master = subprocess.run([*mux, "echo $SSH_CONNECTION"], capture_output=True, text=True, timeout=10)
+        master_connection = over_master.stdout.strip()
+        assert master_connection, over_master.stderr
+
+        # a playbook pointed at the directory runs over that same TCP connection (same client port)
+        playbook = tmp_path / "connection.yml"
+        playbook.write_text(CONNECTION_PLAYBOOK)
+        run = driver.run_playbook(str(playbook), [host], control_dir=control_dir)
+        assert run.hosts[host].succeeded, run.hosts[host]
+        assert run.hosts[host].results["ssh_connection"] == master_connection
+
+        # the stop runs over it too; when the machine goes down the master ends by itself
+        restore_power.append(host)
+        stopped = driver.stop_hosts([host])
+        assert_really_off(lab_inventory, stopped, [host])
+        wait_for("the master process ends with its machine", lambda: not Path(f"/proc/{master_pid}").exists(), 20)
+    finally:
+        driver.close()
+    assert not list(driver.control_path_dir().glob("open-*")), "close() leaves no control directory"
+
+
 def test_stop_hosts_whole_wave_in_one_run_keeps_the_island(
     driver: AnsibleDriver,
     lab_inventory: Inventory,

@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.drivers import ssh_masters
 from orchestrator.drivers.ansible import (
     POWER_OFF_TASK_PREFIX,
     AnsibleDriver,
@@ -504,3 +507,95 @@ def test_playbooks_syntax_check(playbook: str, tmp_path: Path, inventory: Invent
 def test_mapping_types_are_read_only_views() -> None:
     out = host_outcomes(["h"], [], runner_status="failed", rc=4, timeout_s=1)
     assert isinstance(out["h"].results, Mapping)
+
+
+# --------------------------------------------------------------------------------------------
+# Connections opened ahead of a stop (no network: ssh is replaced by a recorder)
+# --------------------------------------------------------------------------------------------
+
+
+class SshRecorder:
+    """Stands in for subprocess.run in ssh_masters: records each ssh argv, answers success."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        with self.lock:
+            self.calls.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, b"", b"")
+
+    def masters(self) -> list[list[str]]:
+        return [c for c in self.calls if "-N" in c]
+
+    def exits(self) -> list[list[str]]:
+        return [c for c in self.calls if "-O" in c]
+
+
+@pytest.fixture
+def ssh_recorder(monkeypatch: pytest.MonkeyPatch) -> SshRecorder:
+    recorder = SshRecorder()
+    monkeypatch.setattr(ssh_masters.subprocess, "run", recorder)
+    return recorder
+
+
+def wait_for_event(events: list[dict[str, Any]], phase: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [e for e in events if e.get("phase") == phase]
+        if found:
+            return found[0]
+        time.sleep(0.01)
+    raise AssertionError(f"no {phase} event")
+
+
+def test_masters_use_the_exported_ssh_options_and_skip_password_credentials(
+    inventory: Inventory, tmp_path: Path, ssh_recorder: SshRecorder
+) -> None:
+    events: list[dict[str, Any]] = []
+    masters = ssh_masters.SshMasters(inventory, tmp_path / "cp", on_opened=events.append)
+    masters.open(["ant-ad1", "deu-files1"])  # deu-files1 logs in with a password: never opened here
+    opened = wait_for_event(events, "opened")
+    assert opened["hosts"] == ["ant-ad1"] and opened["failed"] == {}
+    [argv] = ssh_recorder.masters()
+    joined = " ".join(argv)
+    assert argv[0] == "ssh" and argv[-1] == str(inventory.hosts["ant-ad1"].management_address)
+    for option in ("ControlMaster=yes", f"ControlPath={tmp_path / 'cp'}/%C", "BatchMode=yes",
+                   "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", "ServerAliveInterval=5"):
+        assert option in argv, option
+    assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in joined and f"-i {tmp_path / 'lab_key'}" in joined
+    assert "-l root" in joined
+    masters.close()
+    assert [c[-1] for c in ssh_recorder.exits()] == [argv[-1]] and not (tmp_path / "cp").exists()
+
+
+def test_a_host_whose_stop_has_begun_is_not_opened_any_more(
+    inventory: Inventory, tmp_path: Path, ssh_recorder: SshRecorder
+) -> None:
+    events: list[dict[str, Any]] = []
+    masters = ssh_masters.SshMasters(inventory, tmp_path / "cp", on_opened=events.append)
+    masters.give_up_on(["ant-ad1"])
+    masters.open(["ant-ad1", "ant-emr-db1"])
+    opened = wait_for_event(events, "opened")
+    assert opened["hosts"] == ["ant-emr-db1"] and "ant-ad1" in opened["failed"]
+    assert [c[-1] for c in ssh_recorder.masters()] == [str(inventory.hosts["ant-emr-db1"].management_address)]
+    masters.close()
+
+
+def test_stop_hosts_runs_over_the_opened_connections_and_close_ends_them(
+    inventory: Inventory, tmp_path: Path, ssh_recorder: SshRecorder
+) -> None:
+    fake = FakeRunner(stop_ok)
+    events: list[dict[str, Any]] = []
+    driver = AnsibleDriver(inventory, tmp_path / "w", event_sink=events.append, run_function=fake)
+    driver.open_connections(["ant-ad1", "ant-ed-triage1"])  # the kept ED host is never opened for a stop
+    assert wait_for_event(events, "opened")["hosts"] == ["ant-ad1"]
+    driver.stop_hosts(["ant-ad1"])
+    control_dir = Path(fake.calls[0]["envvars"]["ANSIBLE_SSH_CONTROL_PATH_DIR"])
+    assert control_dir.name.startswith("open-") and control_dir.is_dir(), "the stop used the opened connections"
+    assert f"ControlPath={control_dir}/%C" in ssh_recorder.masters()[0]
+    driver.check_health(["ant-ad1"], {"ant-ad1": [22]})  # any other playbook gets a directory of its own
+    assert Path(fake.calls[1]["envvars"]["ANSIBLE_SSH_CONTROL_PATH_DIR"]) != control_dir
+    driver.close()
+    assert not control_dir.exists() and len(ssh_recorder.exits()) == 1

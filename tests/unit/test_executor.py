@@ -106,7 +106,8 @@ def steps_of(plan: Plan, prefix: str) -> list[str]:
     (FakeNetmikoDriver, NetmikoDriver,
      ["__init__", "backup_config", "running_config", "apply", "apply_many", "is_in_force", "in_force_map",
       "restore_config", "close"]),
-    (FakeAnsibleDriver, AnsibleDriver, ["__init__", "run_playbook", "stop_hosts", "check_health"]),
+    (FakeAnsibleDriver, AnsibleDriver,
+     ["__init__", "run_playbook", "stop_hosts", "check_health", "open_connections", "close"]),
     (FakeLabPower, LabPower, ["state", "power_on", "power_off"]),
 ])
 def test_fake_drivers_keep_the_real_method_names_and_parameters(fake: type, real: type, methods: list[str]) -> None:

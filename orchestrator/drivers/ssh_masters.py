@@ -1,0 +1,165 @@
+"""SSH connections opened ahead of a playbook: OpenSSH control masters Ansible then reuses.
+
+A stop wave's playbook otherwise opens one new SSH connection per host at the moment it runs: key
+exchange, authentication and the remote session set-up for 20-30 hosts at once, on the same CPUs as
+the machines shutting down. Opened ahead (while containment waits for its proofs, while the previous
+wave's machines go down), the playbook's tasks start on connections that are already up.
+
+The masters are plain ``ssh`` with the options Ansible gets from the inventory export (strict host
+keys against the credential's known_hosts, its key, its user), in a control directory the playbook
+is then pointed at (``ANSIBLE_SSH_CONTROL_PATH_DIR``, same ``%C`` socket names). A master that
+cannot be opened changes nothing: Ansible opens its own connection as it always did.
+
+Bounds: a few handshakes at a time (``parallel``), each master exits on its own when its machine
+goes down, after ``persist_s`` unused, or when ``close()`` asks it to (``ssh -O exit`` on its own
+socket). Credentials that need a password are never opened here (no prompt, ``BatchMode``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from orchestrator.ansible_inventory import resolve_path, ssh_common_args
+from orchestrator.model import Inventory
+
+SERVER_ALIVE = ("-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2")  # a vanished machine: <= 15 s
+
+
+class SshMasters:
+    """Control masters to hosts, opened in the background a few at a time, closed together."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        control_dir: Path,
+        *,
+        parallel: int = 4,
+        connect_timeout_s: float = 10.0,
+        persist_s: int = 300,
+        on_opened: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.control_dir = control_dir
+        self.connect_timeout_s = connect_timeout_s
+        self.persist_s = persist_s
+        self._on_opened = on_opened
+        self._pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="ssh-master")
+        self._lock = threading.Lock()
+        self._asked: set[str] = set()
+        self._opened: dict[str, str] = {}  # host -> address
+        self._failed: dict[str, str] = {}
+        self._given_up: set[str] = set()
+        self._closed = False
+        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def open(self, hosts: Sequence[str]) -> None:
+        """Start opening a master to each host (in the order given); returns at once."""
+        with self._lock:
+            if self._closed:
+                return
+            todo = [h for h in dict.fromkeys(hosts) if h not in self._asked and self._eligible(h)]
+            self._asked.update(todo)
+        if not todo:
+            return
+        started = time.monotonic()
+        remaining = [len(todo)]
+
+        def one(host: str) -> None:
+            self._open_one(host)
+            with self._lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last and self._on_opened is not None:
+                self._on_opened(self._summary(todo, time.monotonic() - started))
+
+        for host in todo:
+            self._pool.submit(one, host)
+
+    def give_up_on(self, hosts: Sequence[str]) -> None:
+        """Hosts whose use has begun: those not being opened yet are not opened any more (their
+        playbook connects itself; a late master would only cost the CPUs it is running on)."""
+        with self._lock:
+            self._given_up.update(hosts)
+
+    def opened(self) -> list[str]:
+        with self._lock:
+            return sorted(self._opened)
+
+    def close(self) -> None:
+        """Stop opening, then ask every master still up to exit. Idempotent."""
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            opened = dict(self._opened)
+
+        def ask_to_exit(item: tuple[str, str]) -> None:  # fails at once when the master already left
+            subprocess.run(self._control_argv(*item, "exit"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10, check=False)
+
+        if opened:
+            with ThreadPoolExecutor(max_workers=min(8, len(opened))) as pool:
+                list(pool.map(ask_to_exit, opened.items()))
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+
+    # -- one master -----------------------------------------------------------------------------
+
+    def _eligible(self, host: str) -> bool:
+        h = self.inventory.hosts.get(host)
+        return h is not None and not self.inventory.credentials[h.credentials].password_env
+
+    def _open_one(self, host: str) -> None:
+        with self._lock:
+            if self._closed or host in self._given_up:
+                self._failed[host] = "not opened: its use had begun"
+                return
+        h = self.inventory.hosts[host]
+        address = str(h.management_address)
+        try:
+            done = subprocess.run(self._master_argv(host, address), stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  timeout=self.connect_timeout_s + 5, check=False)
+        except subprocess.TimeoutExpired:
+            why = "timed out"
+        else:
+            why = "" if done.returncode == 0 else (done.stderr.decode(errors="replace").strip().splitlines()
+                                                    or [f"ssh exited {done.returncode}"])[-1][:200]
+        with self._lock:
+            if why:
+                self._failed[host] = why
+            else:
+                self._opened[host] = address
+
+    def _options(self, host: str) -> list[str]:
+        """What Ansible's connection to ``host`` uses too: user, key, strict host keys, socket name."""
+        cred = self.inventory.credentials[self.inventory.hosts[host].credentials]
+        options = ["-o", f"ControlPath={self.control_dir}/%C", "-o", "BatchMode=yes", "-l", cred.username]
+        if cred.key_file:
+            options += ["-i", resolve_path(self.inventory, cred.key_file)]
+        return options + shlex.split(ssh_common_args(self.inventory, cred))
+
+    def _master_argv(self, host: str, address: str) -> list[str]:
+        # With ControlPersist, ssh returns once the master is up and leaves it running on its own.
+        return ["ssh", "-N", "-o", "ControlMaster=yes", "-o", f"ControlPersist={self.persist_s}",
+                "-o", f"ConnectTimeout={max(1, round(self.connect_timeout_s))}", *SERVER_ALIVE,
+                *self._options(host), address]
+
+    def _control_argv(self, host: str, address: str, command: str) -> list[str]:
+        return ["ssh", "-O", command, *self._options(host), address]
+
+    def _summary(self, hosts: Sequence[str], seconds: float) -> dict[str, Any]:
+        with self._lock:
+            opened = [h for h in hosts if h in self._opened]
+            failed: Mapping[str, str] = {h: self._failed[h] for h in hosts if h in self._failed}
+        return {"type": "ansible.connections", "phase": "opened", "hosts": opened, "failed": dict(failed),
+                "seconds": round(seconds, 3)}
