@@ -10,6 +10,9 @@ host-key checking on, strict SSH options from the inventory export, pipelining, 
 SSH ControlMaster with a short control-path directory, no retry files, no implicit fact
 gathering, nothing printed (``quiet``), a job timeout reported as a failure.
 
+Stops may start on connections opened ahead (``open_connections``: OpenSSH control masters with
+the same options, see ``ssh_masters``); every other playbook gets a control directory of its own.
+
 Runner events become small dicts for ``event_sink`` (task started/ok/changed/failed/unreachable/
 skipped per host), carrying a short message with every known secret masked, never raw results.
 """
