@@ -289,6 +289,11 @@ def journal_breakdown(path: Path) -> list[str]:
             parts.append(f"first verification at +{min(verified) - w['mono']:.2f} s, "
                          f"last at +{max(verified) - w['mono']:.2f} s")
         lines.append("; ".join(parts))
+    for r in records:
+        if r["type"] == "ansible-event" and r.get("phase") == "opened":
+            lines.append(f"connections opened ahead: {len(r.get('hosts', []))} hosts "
+                         f"({len(r.get('failed', {}))} not opened) in {r.get('seconds')} s, "
+                         f"done at {r['mono'] - start:.2f} s")
     return lines
 
 

@@ -514,9 +514,13 @@ class AnsibleDriver:
         with self._masters_lock:
             if self._masters is None:
                 directory = self.control_path_dir() / f"open-{uuid.uuid4().hex[:3]}"
-                self._masters = SshMasters(self.inventory, directory, on_opened=self._emit)
+                self._masters = SshMasters(self.inventory, directory, on_opened=self._emit_opened)
             masters = self._masters
         masters.open(wanted)
+
+    def _emit_opened(self, event: dict[str, Any]) -> None:
+        failed = event.get("failed") or {}
+        self._emit({**event, "failed": {host: self._mask(str(why)) for host, why in failed.items()}})
 
     def close(self) -> None:
         """Close the connections ``open_connections`` opened (those still up). Idempotent."""
@@ -566,7 +570,27 @@ class AnsibleDriver:
         if timeout_s >= 20:
             # A hung task fails its own host instead of the job timeout killing the whole wave.
             env["ANSIBLE_TASK_TIMEOUT"] = str(int(timeout_s * 0.8))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._without_paramiko()), os.environ.get("PYTHONPATH"))
+                                            if p)
         return env
+
+    def _without_paramiko(self) -> Path:
+        """A directory that, first on Ansible's PYTHONPATH, makes ``import paramiko`` fail at once.
+
+        ansible-core 2.19 imports paramiko in every forked worker (its connection attribute asks
+        whether paramiko is there: ansible/playbook/attribute.py) when it is importable, and it is:
+        the orchestrator's own SSH driver needs it in this virtualenv. That import costs each host
+        of a wave ~0.1 s of CPU (a 27-host `raw` task: 3.5-5.5 s -> 2.1-2.3 s wall on 2 cores).
+        Ansible here always connects with OpenSSH (the ssh plugin), never with paramiko, so
+        hiding it changes nothing else. Only the ansible-playbook processes this driver starts
+        see this path; the orchestrator's own process imports the real paramiko.
+        """
+        directory = self.work_dir / "pythonpath"
+        stub = directory / "paramiko" / "__init__.py"
+        if not stub.is_file():
+            stub.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            stub.write_text('raise ImportError("paramiko is hidden from Ansible: it connects with OpenSSH")\n')
+        return directory
 
     def control_path_dir(self) -> Path:
         """The parent of the per-run control-socket directories, short enough for SSH (limit 107 bytes).

@@ -42,7 +42,7 @@ class SshMasters:
         control_dir: Path,
         *,
         parallel: int = 4,
-        connect_timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
         persist_s: int = 300,
         on_opened: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
@@ -125,10 +125,11 @@ class SshMasters:
                 return
         h = self.inventory.hosts[host]
         address = str(h.management_address)
+        timeout_s = self._connect_timeout_s(host)
         try:
             done = subprocess.run(self._master_argv(host, address), stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  timeout=self.connect_timeout_s + 5, check=False)
+                                  timeout=timeout_s * 2 + 5, check=False)
         except subprocess.TimeoutExpired:
             why = "timed out"
         else:
@@ -139,6 +140,11 @@ class SshMasters:
                 self._failed[host] = why
             else:
                 self._opened[host] = address
+
+    def _connect_timeout_s(self, host: str) -> float:
+        """The credential's own connect timeout (a slow host's), else ``connect_timeout_s``."""
+        cred = self.inventory.credentials[self.inventory.hosts[host].credentials]
+        return cred.connect_timeout_s or self.connect_timeout_s
 
     def _options(self, host: str) -> list[str]:
         """What Ansible's connection to ``host`` uses too: user, key, strict host keys, socket name."""
@@ -151,7 +157,7 @@ class SshMasters:
     def _master_argv(self, host: str, address: str) -> list[str]:
         # With ControlPersist, ssh returns once the master is up and leaves it running on its own.
         return ["ssh", "-N", "-o", "ControlMaster=yes", "-o", f"ControlPersist={self.persist_s}",
-                "-o", f"ConnectTimeout={max(1, round(self.connect_timeout_s))}", *SERVER_ALIVE,
+                "-o", f"ConnectTimeout={max(1, round(self._connect_timeout_s(host)))}", *SERVER_ALIVE,
                 *self._options(host), address]
 
     def _control_argv(self, host: str, address: str, command: str) -> list[str]:

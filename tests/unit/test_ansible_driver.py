@@ -599,3 +599,17 @@ def test_stop_hosts_runs_over_the_opened_connections_and_close_ends_them(
     assert Path(fake.calls[1]["envvars"]["ANSIBLE_SSH_CONTROL_PATH_DIR"]) != control_dir
     driver.close()
     assert not control_dir.exists() and len(ssh_recorder.exits()) == 1
+
+
+def test_ansible_runs_without_paramiko_so_its_workers_do_not_import_it(inventory: Inventory, tmp_path: Path) -> None:
+    """ansible-core imports paramiko in each forked worker when it can (~0.1 s of CPU per host); the
+    orchestrator's venv has it for its own SSH driver, so Ansible's processes get a path hiding it."""
+    env = AnsibleDriver(inventory, tmp_path / "w").envvars(60)
+    first = env["PYTHONPATH"].split(os.pathsep)[0]
+    assert (Path(first) / "paramiko" / "__init__.py").is_file()
+    probe = "from ansible.module_utils.compat import paramiko as p; print(p._paramiko is None)"
+    seen = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert seen.stdout.strip() == "True", seen.stderr
+    own = subprocess.run([sys.executable, "-c", "import paramiko"], capture_output=True, timeout=60)
+    assert own.returncode == 0, "the orchestrator itself still has paramiko"
