@@ -17,6 +17,7 @@ socket). Credentials that need a password are never opened here (no prompt, ``Ba
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
@@ -91,10 +92,6 @@ class SshMasters:
         with self._lock:
             self._given_up.update(hosts)
 
-    def opened(self) -> list[str]:
-        with self._lock:
-            return sorted(self._opened)
-
     def close(self) -> None:
         """Stop opening, then ask every master still up to exit. Idempotent."""
         with self._lock:
@@ -104,8 +101,9 @@ class SshMasters:
             opened = dict(self._opened)
 
         def ask_to_exit(item: tuple[str, str]) -> None:  # fails at once when the master already left
-            subprocess.run(self._control_argv(*item, "exit"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=10, check=False)
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # it exits by itself after persist_s
+                subprocess.run(self._control_argv(*item, "exit"), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
 
         if opened:
             with ThreadPoolExecutor(max_workers=min(8, len(opened))) as pool:
@@ -132,6 +130,8 @@ class SshMasters:
                                   timeout=timeout_s * 2 + 5, check=False)
         except subprocess.TimeoutExpired:
             why = "timed out"
+        except OSError as exc:  # no ssh client: Ansible will say so too
+            why = f"cannot run ssh: {exc.strerror or exc}"
         else:
             why = "" if done.returncode == 0 else (done.stderr.decode(errors="replace").strip().splitlines()
                                                     or [f"ssh exited {done.returncode}"])[-1][:200]

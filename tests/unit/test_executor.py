@@ -232,6 +232,29 @@ def test_a_dry_run_touches_nothing_and_has_no_milestones(
 # --------------------------------------------------------------------------------------------
 
 
+def test_stop_connections_are_opened_once_after_the_backups_in_wave_order(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path
+) -> None:
+    plan = build_plan(inventory, Mode.SHUTDOWN)
+    ran = execute(inventory, plan, tmp_path)
+    assert ran.result.exit_code == 0, ran.result.left
+    [opened] = campus.entries("open_connections")
+    assert list(opened[1]) == [s.target for s in plan.steps() if s.id.startswith("stop-host:")]
+    assert not set(opened[1]) & set(inventory.keep_reasons())
+    last_backup = max(campus.index(*e) for e in campus.entries("backup"))
+    first_change = min(campus.index(*e) for e in campus.log if e[0] == "apply")
+    assert last_backup < campus.index(*opened) < first_change, "opened after the backups, before the first change"
+    assert ("close", "ansible") in campus.log, "the run closes what it opened"
+
+
+@pytest.mark.parametrize("mode", [Mode.CONTAIN, Mode.RESTORE])
+def test_no_stop_connections_are_opened_without_stops(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path, mode: Mode
+) -> None:
+    execute(inventory, build_plan(inventory, mode), tmp_path)
+    assert campus.entries("open_connections") == []
+
+
 def test_shutdown_stops_hosts_in_dependency_order_and_never_a_kept_host(
     inventory: Inventory, campus: FakeCampus, tmp_path: Path
 ) -> None:
