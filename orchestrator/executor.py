@@ -512,14 +512,14 @@ class Executor:
             raise StepFailed("the stored backup does not match what the device returned", v.evidence)
         return _Outcome(evidence=dict(v.evidence))
 
-    def _undo_device_action(self, step: Step, action: str, undo_of: str) -> tuple[bool, dict[str, Any]]:
-        """Apply ``action`` (a restore-link or reconnect-segment) unless ``undo_of`` is not in force
-        any more; returns (changed, evidence). Cuts and isolations go per device: _contain_on_device."""
+    def _undo_device_action(self, step: Step, undo_of: str) -> tuple[bool, dict[str, Any]]:
+        """Apply the step's restore-link or reconnect-segment unless ``undo_of`` is not in force any
+        more; returns (changed, evidence). Cuts and isolations go per device: _contain_on_device."""
         assert step.device is not None
         net = self.drivers.net
         if not net.is_in_force(step.device, undo_of, step.target):
             return False, {"already_in_force": True}
-        outcome = net.apply(step.device, action, step.target)
+        outcome = net.apply(step.device, step.action.value, step.target)
         self.rec.emit("command-sent", step_id=step.id, driver="netmiko", target=step.device,
                       commands=list(outcome.commands))
         return True, {"commands": list(outcome.commands)}
@@ -557,7 +557,7 @@ class Executor:
         if step.action is Action.RECONNECT_SEGMENT:
             self._check_segment_ready(step.target)
         undo_of = "cut-link" if step.action is Action.RESTORE_LINK else "isolate-segment"
-        changed, evidence = self._undo_device_action(step, step.action.value, undo_of)
+        changed, evidence = self._undo_device_action(step, undo_of)
         gone = not self.drivers.net.is_in_force(step.device, undo_of, step.target)
         evidence["rule_removed"] = gone
         problems = [] if gone else [f"the {undo_of} rule is still in {step.device}'s running config"]

@@ -45,6 +45,10 @@ class Credential:
     known_hosts: str | None = None
     connect_timeout_s: float | None = None  # connect, banner and auth; None: the driver's default (5 s)
 
+    def connect_timeout(self, default_s: float) -> float:
+        """This credential's connect timeout, or the caller's default when it sets none."""
+        return self.connect_timeout_s if self.connect_timeout_s is not None else default_s
+
 
 @dataclass(frozen=True)
 class Campus:

@@ -96,13 +96,6 @@ def _handshake_incomplete(exc: paramiko.SSHException) -> bool:
                                    "Negotiation failed", "EOF during negotiation"))
 
 
-def _loaded_host_keys(known_hosts: Path) -> paramiko.HostKeys:
-    keys = paramiko.HostKeys()
-    if known_hosts.is_file():
-        keys.load(str(known_hosts))
-    return keys
-
-
 class SshDriver:
     """Run commands on hosts, devices and lab peers over SSH, one pooled connection per target."""
 
@@ -262,20 +255,9 @@ class SshDriver:
             )
 
         known_hosts = _known_hosts_path(cred)
-        client = paramiko.SSHClient()
-        if known_hosts.is_file():
-            try:
-                client.get_host_keys().load(str(known_hosts))
-            except (OSError, paramiko.SSHException) as exc:
-                client.close()
-                raise HostKeyUnknownError(
-                    f"cannot read known_hosts file {known_hosts}: {exc}",
-                    target=where,
-                    hint="fix or recreate the known_hosts file",
-                ) from None
-        client.set_missing_host_key_policy(_StrictPolicy())
-        timeout = self._timeout_for(cred)
+        timeout = cred.connect_timeout(self._connect_timeout_s)
         for attempt in (1, 2):
+            client = self._pinned_client(known_hosts, where)
             try:
                 client.connect(
                     target.address,
@@ -297,16 +279,27 @@ class SshDriver:
                 client.close()
                 if attempt == 2 or not _handshake_incomplete(exc):
                     raise self._connect_error(exc, target, where, known_hosts) from None
-                client = paramiko.SSHClient()
-                client.get_host_keys().update(_loaded_host_keys(known_hosts))
-                client.set_missing_host_key_policy(_StrictPolicy())
             except BaseException as exc:  # noqa: BLE001 - re-raised after cleanup
                 client.close()
                 raise self._connect_error(exc, target, where, known_hosts) from None
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _timeout_for(self, cred: Credential) -> float:
-        return cred.connect_timeout_s if cred.connect_timeout_s is not None else self._connect_timeout_s
+    @staticmethod
+    def _pinned_client(known_hosts: Path, where: str) -> paramiko.SSHClient:
+        """A client that knows only the pinned host keys and refuses any other."""
+        client = paramiko.SSHClient()
+        if known_hosts.is_file():
+            try:
+                client.get_host_keys().load(str(known_hosts))
+            except (OSError, paramiko.SSHException) as exc:
+                client.close()
+                raise HostKeyUnknownError(
+                    f"cannot read known_hosts file {known_hosts}: {exc}",
+                    target=where,
+                    hint="fix or recreate the known_hosts file",
+                ) from None
+        client.set_missing_host_key_policy(_StrictPolicy())
+        return client
 
     def _connect_error(self, exc: BaseException, target: _Target, where: str, known_hosts: Path) -> BaseException:
         name = _host_key_name(target.address, target.port)
@@ -335,7 +328,7 @@ class SshDriver:
             )
         if isinstance(exc, (TimeoutError, socket.timeout)):
             return UnreachableError(
-                f"no SSH answer within {self._timeout_for(target.credential):g}s",
+                f"no SSH answer within {target.credential.connect_timeout(self._connect_timeout_s):g}s",
                 target=where,
                 hint="the host may be off, isolated or firewalled; check the management path",
             )

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ class SshMasters:
         self._pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="ssh-master")
         self._lock = threading.Lock()
         self._asked: set[str] = set()
-        self._opened: dict[str, str] = {}  # host -> address
+        self._opened: set[str] = set()
         self._failed: dict[str, str] = {}
         self._given_up: set[str] = set()
         self._closed = False
@@ -98,16 +98,17 @@ class SshMasters:
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
-            opened = dict(self._opened)
+            opened = sorted(self._opened)
 
-        def ask_to_exit(item: tuple[str, str]) -> None:  # fails at once when the master already left
+        def ask_to_exit(host: str) -> None:  # fails at once when the master already left
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # it exits by itself after persist_s
-                subprocess.run(self._control_argv(*item, "exit"), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
+                subprocess.run(["ssh", "-O", "exit", *self._options(host), self._address(host)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=10, check=False)
 
         if opened:
             with ThreadPoolExecutor(max_workers=min(8, len(opened))) as pool:
-                list(pool.map(ask_to_exit, opened.items()))
+                list(pool.map(ask_to_exit, opened))
         shutil.rmtree(self.control_dir, ignore_errors=True)
 
     # -- one master -----------------------------------------------------------------------------
@@ -119,13 +120,11 @@ class SshMasters:
     def _open_one(self, host: str) -> None:
         with self._lock:
             if self._closed or host in self._given_up:
-                self._failed[host] = "not opened: its use had begun"
+                self._failed[host] = "not opened: closed" if self._closed else "not opened: its use had begun"
                 return
-        h = self.inventory.hosts[host]
-        address = str(h.management_address)
         timeout_s = self._connect_timeout_s(host)
         try:
-            done = subprocess.run(self._master_argv(host, address), stdin=subprocess.DEVNULL,
+            done = subprocess.run(self._master_argv(host), stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   timeout=timeout_s * 2 + 5, check=False)
         except subprocess.TimeoutExpired:
@@ -139,12 +138,15 @@ class SshMasters:
             if why:
                 self._failed[host] = why
             else:
-                self._opened[host] = address
+                self._opened.add(host)
 
     def _connect_timeout_s(self, host: str) -> float:
         """The credential's own connect timeout (a slow host's), else ``connect_timeout_s``."""
-        cred = self.inventory.credentials[self.inventory.hosts[host].credentials]
-        return cred.connect_timeout_s or self.connect_timeout_s
+        return self.inventory.credentials[self.inventory.hosts[host].credentials].connect_timeout(
+            self.connect_timeout_s)
+
+    def _address(self, host: str) -> str:
+        return str(self.inventory.hosts[host].management_address)
 
     def _options(self, host: str) -> list[str]:
         """What Ansible's connection to ``host`` uses too: user, key, strict host keys, socket name."""
@@ -154,18 +156,15 @@ class SshMasters:
             options += ["-i", resolve_path(self.inventory, cred.key_file)]
         return options + shlex.split(ssh_common_args(self.inventory, cred))
 
-    def _master_argv(self, host: str, address: str) -> list[str]:
+    def _master_argv(self, host: str) -> list[str]:
         # With ControlPersist, ssh returns once the master is up and leaves it running on its own.
         return ["ssh", "-N", "-o", "ControlMaster=yes", "-o", f"ControlPersist={self.persist_s}",
                 "-o", f"ConnectTimeout={max(1, round(self._connect_timeout_s(host)))}", *SERVER_ALIVE,
-                *self._options(host), address]
-
-    def _control_argv(self, host: str, address: str, command: str) -> list[str]:
-        return ["ssh", "-O", command, *self._options(host), address]
+                *self._options(host), self._address(host)]
 
     def _summary(self, hosts: Sequence[str], seconds: float) -> dict[str, Any]:
         with self._lock:
             opened = [h for h in hosts if h in self._opened]
-            failed: Mapping[str, str] = {h: self._failed[h] for h in hosts if h in self._failed}
-        return {"type": "ansible.connections", "phase": "opened", "hosts": opened, "failed": dict(failed),
+            failed = {h: self._failed[h] for h in hosts if h in self._failed}
+        return {"type": "ansible.connections", "phase": "opened", "hosts": opened, "failed": failed,
                 "seconds": round(seconds, 3)}

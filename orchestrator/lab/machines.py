@@ -84,7 +84,13 @@ def leader_pid(name: str) -> int | None:
 
 
 def is_running(name: str) -> bool:
-    return bool(pids(name))
+    """Any process left in the machine's cgroup tree: cgroup v2 keeps that answer in one file
+    (``populated``), so a verifier polling many machines does not walk every tree each time."""
+    try:
+        events = (cgroup_dir(name) / "cgroup.events").read_text()
+    except OSError:
+        return bool(pids(name))  # no cgroup.events (gone, or not cgroup v2): look at the processes
+    return "populated 1" in events.splitlines()
 
 
 def _remove_cgroup_tree(top: Path, keep_top: bool) -> None:

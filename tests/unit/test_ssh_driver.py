@@ -411,6 +411,13 @@ def test_a_credential_can_give_slow_hosts_a_longer_connect_timeout_and_a_stalled
             with pytest.raises(UnreachableError):
                 drv.run("web1", "true")
             assert time.monotonic() - started < 5.0  # the credential's 0.3 s (twice), not the driver's 30 s
+        silent.settimeout(1.0)
+        tries = [silent.accept()[0] for _ in range(2)]  # both connections wait in the backlog
+        for conn in tries:
+            conn.close()
+        silent.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            silent.accept()  # and not a third
     finally:
         silent.close()
 
