@@ -1,4 +1,4 @@
-"""Shared fixtures for every test tier. Kept small: lab fixtures live in tests/lab/conftest.py."""
+"""Shared fixtures for every test tier. Kept small: the lab fixtures live in tests/lab_fixtures.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 
 from orchestrator.inventory import load_inventory
 from orchestrator.model import Inventory
+
+pytest_plugins = ("lab_fixtures",)  # the nspawn lab, shared by tests/lab and tests/adversarial
 
 DATA_DIR = Path(__file__).parent / "data"
 SMALL_INVENTORY = DATA_DIR / "small.yml"
