@@ -31,6 +31,9 @@ test: setup
 test-unit: venv
 	$(BIN)/pytest -q tests/unit tests/contract
 
+test-lab: setup
+	$(BIN)/pytest -q -p no:cacheprovider tests/adversarial tests/lab
+
 lint: venv
 	$(BIN)/ruff check orchestrator tests
 	$(BIN)/mypy

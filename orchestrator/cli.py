@@ -546,7 +546,7 @@ def status(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
     console.print(f"  {summary['steps']} steps: " + ", ".join(f"{k} {v}" for k, v in sorted(summary['counts'].items())))
     for key in ("time_to_containment_s", "time_to_shutdown_s"):
         if summary[key] is not None:
-            console.print(f"  {key.replace('_s', '').replace('_', ' ')}: {summary[key]:.1f} s")
+            console.print(f"  {key.removesuffix('_s').replace('_', ' ')}: {summary[key]:.1f} s")
     for item in summary["left"]:
         console.print(f"  left: {item['step_id']}: {item['reason']}", soft_wrap=True)
     if holder:

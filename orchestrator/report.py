@@ -390,15 +390,14 @@ def _summary(record: Mapping[str, Any]) -> str:
             text += f": {_str(g('error'))}"
         return text
     if t == "escalation":
-        source = f" from {_str(g('from'))}" if g("from") else ""
-        return f"{_str(g('step_id'))}: escalated{source} to {_str(g('to'))}: {_str(g('reason'))}"
+        return f"{_str(g('step_id'))}: escalated to {_str(g('to'))}: {_str(g('reason'))}"
     if t == "quarantine":
         off = "powered off" if g("powered_off") else "NOT powered off"
         return f"quarantined {_str(g('host'))} ({off}): {_str(g('reason'))}"
     if t == "gate-approved":
         return f"gate {_str(g('gate'))} approved by {_str(g('approver'), '?')} ({_str(g('how'))})"
     if t == "gate-refused":
-        reason = f": {_str(g('reason'))}" if g("reason") else ""
+        reason = f": {_str(g('summary'))}" if g("summary") else ""
         return f"gate {_str(g('gate'))} refused by {_str(g('approver'), '?')} ({_str(g('how'))}){reason}"
     if t == "milestone":
         elapsed = g("elapsed_s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -369,6 +370,25 @@ def test_sessions_are_pooled_per_device_and_replaced_when_dead(driver: NetmikoDr
 
 def test_calls_for_one_device_take_turns(driver: NetmikoDriver, connector: Connector) -> None:
     errors: list[BaseException] = []
+    in_use = threading.Lock()
+    overlaps: list[str] = []
+
+    def detect_overlap(session: FakeSession) -> None:
+        send = session.send_command
+
+        def guarded(command_string: str, **kwargs: Any) -> Any:
+            if not in_use.acquire(blocking=False):  # another thread is inside a call on this device
+                overlaps.append(command_string)
+                return send(command_string, **kwargs)
+            try:
+                time.sleep(0.005)  # hold the session long enough for an unlocked caller to collide
+                return send(command_string, **kwargs)
+            finally:
+                in_use.release()
+
+        session.send_command = guarded  # type: ignore[method-assign]
+
+    connector.setup = detect_overlap
 
     def work() -> None:
         try:
@@ -383,6 +403,7 @@ def test_calls_for_one_device_take_turns(driver: NetmikoDriver, connector: Conne
     for t in threads:
         t.join()
     assert not errors
+    assert not overlaps, f"{len(overlaps)} calls overlapped on one device session"
     assert sum(len(s.sent) for s in connector.opened) == 20
 
 
