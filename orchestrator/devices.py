@@ -69,8 +69,9 @@ _NEEDS_INTERFACE: Mapping[str, frozenset[str]] = {
 }
 
 # An interface name goes into shell lines and device CLIs: allow what real names use, nothing else.
-_INTERFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./:-]{0,63}$")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# \Z, not $: Python's $ also matches before a final newline, and "eth0\n" is not an interface name.
+_INTERFACE_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_./:-]{0,63}\Z")
+_NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9-]*\Z")
 
 
 def marker(action: str, target: str) -> str:

@@ -5,6 +5,14 @@ and how to fix it. Structure is checked against the JSON Schema that ships with 
 (``orchestrator/schema/inventory.schema.json``, also printed by ``orchestrator inventory schema``);
 references, addresses, dependency cycles and tiers are checked here. Duplicate keys are errors:
 a YAML loader would silently keep the last one, a safety tool must not.
+
+The file is untrusted input: only plain data is accepted (text, whole numbers, finite decimals,
+booleans, lists, mappings; no tags, dates, NaN or infinity), aliases may not expand it past a budget
+(alias bombs), and whatever the file says ends in the model or in problems with their lines, never
+in an exception. Values that reach hosts and devices are checked as they will be used: host ``vars``
+never set Ansible connection variables, credential paths are plain paths (resolved here, once,
+against the inventory's directory), services are systemd unit names, interfaces pass the device
+renderer's own checks, and a power driver that cannot work is refused.
 """
 
 from __future__ import annotations
@@ -14,16 +22,17 @@ import functools
 import hashlib
 import ipaddress
 import json
+import math
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
-import jsonschema
+import jsonschema_rs
 import yaml
 
 from orchestrator.errors import InventoryError, Problem
@@ -49,7 +58,8 @@ KeyPath = tuple[str | int, ...]
 def format_path(path: KeyPath) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        text = part if isinstance(part, int) or part.isprintable() else repr(part)  # a key with "\n" stays one line
+        out += f"[{text}]" if isinstance(part, int) else (f".{text}" if out else str(text))
     return out or "(top level)"
 
 
@@ -70,101 +80,258 @@ class _Parsed:
     data: Any
     lines: dict[KeyPath, int]
     duplicates: list[tuple[KeyPath, int, int]]  # path, line of the repeat, line of the first
+    values: list[tuple[KeyPath, int, str, str]] = field(default_factory=list)  # path, line, message, hint
+    stand_ins: set[KeyPath] = field(default_factory=set)  # refused values, built as None
+
+
+# The scalar tags a value may carry: plain text, whole numbers, finite decimals, booleans and null.
+# Anything else (a date, binary, a set, an application tag such as Ansible's ``!vault``) is refused.
+_STR_TAG = "tag:yaml.org,2002:str"
+_SCALAR_TAGS = frozenset({_STR_TAG, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                          "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"})
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+# Aliases can make a small file expand to billions of values (an "alias bomb"). A value reached
+# through an alias counts again each time: past this many values in all the file is refused. Real
+# inventories stay far below (a 5,000-host one has about 60 values per KiB of text).
+_MIN_VALUE_BUDGET = 100_000
+
+
+def value_budget(text: str) -> int:
+    """How many values (counting every alias use again) a text of this size may expand to."""
+    return _MIN_VALUE_BUDGET + 2 * len(text)
+
+
+def _describe_tag(tag: str) -> str:
+    return "!!" + tag.rpartition(":")[2] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _scalar_problem(value: Any) -> tuple[str, str] | None:
+    """Why a constructed scalar is not acceptable inventory data (message, hint), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return (f"{value!r} is not a finite number",
+                "write a plain number (NaN and infinity are never valid here)")
+    if value is None or isinstance(value, str | int | float):  # bool is an int
+        return None
+    return (f"a YAML {type(value).__name__} value is not allowed here",
+            "quote it to make it text, or write a plain number")
+
+
+class _Budget:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def spend(self, count: int = 1) -> bool:
+        """Count values; False once past the limit."""
+        self.used += count
+        return self.used <= self.limit
+
+
+class _AliasBombError(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 class _Builder:
-    """Turns a composed YAML node tree into plain data while recording each key's line."""
+    """Turns a composed YAML node tree into plain data while recording each key's line.
 
-    def __init__(self) -> None:
+    Never raises for what the file says: a value that cannot be constructed (a bad merge key, an
+    unknown tag, ``!!int x``), a date or NaN is recorded in ``values`` with its line and built as
+    None; an alias bomb raises ``_AliasBombError`` with the line where the budget ran out."""
+
+    def __init__(self, budget: _Budget) -> None:
         self.lines: dict[KeyPath, int] = {}
         self.duplicates: list[tuple[KeyPath, int, int]] = []
+        self.values: list[tuple[KeyPath, int, str, str]] = []
+        self.stand_ins: set[KeyPath] = set()
         self._constructor = yaml.SafeLoader("")
+        self._budget = budget
+        self._open: set[int] = set()  # collection nodes being built (an alias to one is a loop)
+
+    def _refuse(self, path: KeyPath, node: yaml.Node, message: str, hint: str, *, key: bool = False) -> None:
+        """Record a refused value (built as None) or, with ``key``, a refused key (the entry is left out)."""
+        self.values.append((path, node.start_mark.line + 1, message, hint))
+        if not key:
+            self.stand_ins.add(path)
+
+    def _scalar(self, node: yaml.Node, path: KeyPath, *, key: bool = False) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self._refuse(path, node, f"tag {_describe_tag(node.tag)} is not allowed on a "
+                         f"{'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}",
+                         "remove the tag", key=key)
+            return None
+        if node.tag == _STR_TAG:
+            return node.value
+        if node.tag not in _SCALAR_TAGS:
+            self._refuse(path, node, f"YAML tag {_describe_tag(node.tag)} is not allowed here",
+                         "write plain text (quote it) or a plain number; the inventory holds no "
+                         "encrypted values, dates or binary data", key=key)
+            return None
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            self._refuse(path, node, f"{node.value!r} is not a valid {_describe_tag(node.tag)} value",
+                         "remove the tag, or write a value of that type", key=key)
+            return None
+        bad = _scalar_problem(value)
+        if bad is not None:
+            self._refuse(path, node, *bad, key=key)
+            return None
+        return value
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        if not self._budget.spend():
+            raise _AliasBombError(node.start_mark.line + 1)
         self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            self._constructor.flatten_mapping(node)
+        if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
+            if id(node) in self._open:
+                self._refuse(path, node, "an alias refers to the mapping that contains it",
+                             "a value cannot contain itself: copy what you need instead")
+                return None
+            try:
+                self._constructor.flatten_mapping(node)
+            except yaml.YAMLError as exc:
+                problem = getattr(exc, "problem", None) or str(exc)
+                self._refuse(path, node, f"invalid merge key '<<': {problem}",
+                             "'<<:' takes an alias of a mapping (<<: *defaults) or a list of them")
+                return None
+            if not self._budget.spend(len(node.value)):
+                raise _AliasBombError(node.start_mark.line + 1)
+            self._open.add(id(node))
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self._constructor.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int | bool | float) and key is not None:
-                    key = str(key)
+                line = key_node.start_mark.line + 1
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self._refuse(path, key_node, "a key must be plain text, not a list or a mapping",
+                                 "write the key as a name", key=True)
+                    continue
+                key = self._scalar(key_node, path, key=True)
+                if key is None and key_node.tag != "tag:yaml.org,2002:null":
+                    continue  # refused (reported); the entry is left out
                 skey = key if isinstance(key, str) else str(key)
                 child: KeyPath = (*path, skey)
-                line = key_node.start_mark.line + 1
                 if skey in out:
                     self.duplicates.append((child, line, self.lines.get(child, 0)))
                     continue
                 self.lines[child] = line
                 out[skey] = self.build(value_node, child)
+            self._open.discard(id(node))
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self._constructor.construct_object(node, deep=True)
+        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
+            if id(node) in self._open:
+                self._refuse(path, node, "an alias refers to the list that contains it",
+                             "a value cannot contain itself: copy what you need instead")
+                return None
+            self._open.add(id(node))
+            items = [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            self._open.discard(id(node))
+            return items
+        return self._scalar(node, path)
 
 
-class _DuplicateKeyError(Exception):
-    """A mapping repeats a key: the fast path gives way to the one that records lines."""
+class _SlowPathError(Exception):
+    """Something the fast path does not report (a repeated key, a refused value): use the builder."""
 
 
 _CLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster
 
 
-_STR_TAG = "tag:yaml.org,2002:str"
-
-
-def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor) -> Any:
+def _plain(node: yaml.Node, constructor: yaml.constructor.SafeConstructor, budget: _Budget) -> Any:
     """Plain data from a composed node, with no line map: what ``_Builder`` makes, keys made strings
-    the same way. Strings (nearly every scalar here) are taken as they are; anything else goes
-    through PyYAML's constructor. A repeated key raises, so that the file takes the slow path and
-    its duplicate is reported with its line."""
+    the same way. Strings (nearly every scalar here) are taken as they are; other plain scalars go
+    through PyYAML's constructor. Anything ``_Builder`` would refuse or report (a repeated key, a
+    tag, NaN, a bad merge, a loop, the value budget spent) raises ``_SlowPathError``."""
     if isinstance(node, yaml.ScalarNode):
-        return node.value if node.tag == _STR_TAG else constructor.construct_object(node, deep=True)
-    if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, constructor) for item in node.value]
-    if isinstance(node, yaml.MappingNode):
+        if node.tag == _STR_TAG:
+            return node.value
+        if node.tag not in _SCALAR_TAGS:
+            raise _SlowPathError(node.tag)
+        value = constructor.construct_object(node, deep=True)
+        if _scalar_problem(value) is not None:
+            raise _SlowPathError("value")
+        return value
+    # Values are counted by the collection holding them (one call per list or mapping, not per value).
+    if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
+        if not budget.spend(len(node.value)):
+            raise _SlowPathError("budget")
+        return [_plain(item, constructor, budget) for item in node.value]
+    if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
         constructor.flatten_mapping(node)
+        if not budget.spend(2 * len(node.value)):
+            raise _SlowPathError("budget")
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR_TAG:
                 key = key_node.value
-            else:
+            elif isinstance(key_node, yaml.ScalarNode) and key_node.tag in _SCALAR_TAGS:
                 key = constructor.construct_object(key_node, deep=True)
+                if _scalar_problem(key) is not None:
+                    raise _SlowPathError("key")
+            else:
+                raise _SlowPathError("key")
             skey = key if isinstance(key, str) else str(key)
             if skey in out:
-                raise _DuplicateKeyError(skey)
-            out[skey] = _plain(value_node, constructor)
+                raise _SlowPathError(skey)
+            out[skey] = _plain(value_node, constructor, budget)
         return out
-    return constructor.construct_object(node, deep=True)
+    raise _SlowPathError("tag")
 
 
 def _parse_yaml_fast(text: str) -> Any | None:
-    """The data of a well-formed file without duplicate keys, or None (then use ``_parse_yaml``)."""
+    """The data of a well-formed file with nothing to report, or None (then use ``_parse_yaml``)."""
     try:
         root = yaml.compose(text, Loader=_CLoader)
-        return None if root is None else _plain(root, yaml.SafeLoader(""))
-    except (yaml.YAMLError, _DuplicateKeyError, RecursionError):
+        return None if root is None else _plain(root, yaml.SafeLoader(""), _Budget(value_budget(text)))
+    except (yaml.YAMLError, _SlowPathError, RecursionError, ValueError, TypeError, KeyError, AttributeError,
+            OverflowError):
         return None
+
+
+def _char(character: int | str) -> str:
+    code = character if isinstance(character, int) else ord(character[:1] or "\0")
+    return f"U+{code:04X}"
+
+
+def _line_at(text: str, position: int) -> int:
+    return text.count("\n", 0, max(position, 0)) + 1
 
 
 def _parse_yaml(text: str, file: str) -> _Parsed:
     try:
         root = yaml.compose(text, Loader=_CLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark else None
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
         raise InventoryError(
-            [Problem(file, line, "(yaml)", f"not valid YAML: {exc.problem}",
+            [Problem(file, line, "(yaml)", f"not valid YAML: {exc.problem or exc.context}",
                      "check indentation and quoting around this line")]
         ) from None
-    except yaml.YAMLError as exc:
-        raise InventoryError([Problem(file, None, "(yaml)", f"not valid YAML: {exc}", "check the syntax")]) from None
+    except yaml.reader.ReaderError as exc:
+        raise InventoryError([Problem(file, _line_at(text, exc.position), "(yaml)",
+                                      f"not valid YAML: character {_char(exc.character)} is not allowed",
+                                      "remove the control character (only tabs and newlines may appear)")]
+                             ) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise InventoryError([Problem(file, 1, "(yaml)", f"not valid YAML: {exc}", "check the syntax")]) from None
     if root is None:
         raise InventoryError([Problem(file, 1, "(top level)", "the file is empty",
                                       "start from inventories/example-hospital.yml")])
-    builder = _Builder()
-    data = builder.build(root, ())
-    return _Parsed(data, builder.lines, builder.duplicates)
+    budget = _Budget(value_budget(text))
+    builder = _Builder(budget)
+    try:
+        data = builder.build(root, ())
+    except _AliasBombError as bomb:
+        raise InventoryError([Problem(
+            file, bomb.line, "(yaml)",
+            f"the file expands to more than {budget.limit:,} values through YAML aliases (an alias bomb?)",
+            "write the values out, or use an alias only for small, repeated blocks")]) from None
+    except RecursionError:
+        raise InventoryError([Problem(file, 1, "(yaml)", "values are nested too deeply",
+                                      "an inventory needs only a few levels of nesting")]) from None
+    return _Parsed(data, builder.lines, builder.duplicates, builder.values, builder.stand_ins)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,6 +347,7 @@ class _Problems:
         self.file = file
         self._lines = lines
         self.items: list[Problem] = []
+        self.skip: set[KeyPath] = set()  # values already refused: no second complaint about them
 
     @property
     def lines(self) -> Mapping[KeyPath, int]:
@@ -197,6 +365,8 @@ class _Problems:
         return lines.get((), None)
 
     def add(self, path: KeyPath, message: str, hint: str, severity: str = "error") -> None:
+        if self.skip and any(path[:len(bad)] == bad for bad in self.skip):
+            return  # that value was refused already; what else is said about its stand-in is noise
         self.items.append(Problem(self.file, self.line_of(path), format_path(path), message, hint, severity))
 
     @property
@@ -218,57 +388,70 @@ def _schema_at(schema: Mapping[str, Any], path: Iterable[Any]) -> Mapping[str, A
     return node
 
 
+# What each pattern of the schema means, said the way a person fixing the file needs it.
+_PATTERN_HINTS: Mapping[str, str] = {
+    "^[a-z0-9][a-z0-9-]*$": "names use lowercase letters, digits and '-', starting with a letter or digit",
+    "^[A-Za-z_][A-Za-z0-9_]*$": "letters, digits and '_', not starting with a digit",
+}
+
+
 @cache
-def _fast_validator() -> Callable[[Any], Any]:
-    compiled: Callable[[Any], Any] = fastjsonschema.compile(inventory_schema())
-    return compiled
+def _validator() -> Any:
+    """The one schema validator (jsonschema-rs: ECMA-262 patterns as the JSON Schema spec says, so
+    '$' never matches before a final newline; a 5,000-host inventory in a few milliseconds)."""
+    return jsonschema_rs.validator_for(inventory_schema())
 
 
 def _check_schema(data: Any, problems: _Problems) -> None:
-    """fastjsonschema answers "valid?" quickly (a 5,000-host inventory in milliseconds); only an
-    invalid inventory pays for jsonschema's full walk, which lists every error with its path."""
+    """Every structural problem, each with its key path."""
+    validator = _validator()
     try:
-        _fast_validator()(data)
+        if validator.is_valid(data):
+            return
+        errors = list(validator.iter_errors(data))
+    except ValueError as exc:  # a value JSON cannot hold; the YAML layer refuses those first
+        problems.add((), f"the inventory holds a value that is not plain data ({exc})",
+                     "write text, numbers, lists and mappings only")
         return
-    except fastjsonschema.JsonSchemaException:
-        pass
     schema = inventory_schema()
-    validator = jsonschema.Draft202012Validator(schema)
-    for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
-        path: KeyPath = tuple(err.absolute_path)
-        kind = "propertyNames" if "propertyNames" in err.relative_schema_path else err.validator
+    for err in sorted(errors, key=lambda e: [str(p) for p in e.instance_path]):
+        path: KeyPath = tuple(err.instance_path)
+        kind = err.kind.name
+        value = err.kind.value
         if kind == "additionalProperties" and isinstance(err.instance, dict):
             allowed = sorted(_schema_at(schema, path).get("properties", {}))
-            for extra in sorted(set(err.instance) - set(allowed)):
+            for extra in sorted(str(x) for x in value):
                 hint = f"remove it or correct its spelling; allowed keys here: {', '.join(allowed)}"
                 if extra in ("password", "secret", "private_key", "token"):
                     hint = ("secrets never go in the inventory: reference them with password_env "
                             "(an environment variable) or key_file")
                 problems.add((*path, extra), f"unknown key '{extra}'", hint)
         elif kind == "required":
-            missing = str(err.message).split("'")[1] if "'" in err.message else err.message
-            problems.add(path, f"missing required key '{missing}'", f"add '{missing}:' here")
+            problems.add(path, f"missing required key '{value}'", f"add '{value}:' here")
         elif kind == "propertyNames":
-            bad = err.instance
-            problems.add((*path, str(bad)), f"name '{bad}' is not allowed",
-                         "names use lowercase letters, digits and '-', starting with a letter or digit")
+            bad = getattr(value, "instance", value)
+            pattern = _schema_at(schema, path).get("propertyNames", {}).get("pattern", "")
+            problems.add((*path, str(bad)), f"name {bad!r} is not allowed",
+                         _PATTERN_HINTS.get(pattern, f"names match {pattern}"))
         elif kind == "enum":
-            allowed_values = ", ".join(str(v) for v in err.validator_value)
-            problems.add(path, f"'{err.instance}' is not one of the allowed values",
-                         f"use one of: {allowed_values}")
+            allowed_values = ", ".join(str(v) for v in value)
+            problems.add(path, f"{err.instance!r} is not one of the allowed values", f"use one of: {allowed_values}")
         elif kind == "const":
-            problems.add(path, f"must be {err.validator_value!r}, found {err.instance!r}",
-                         f"set it to {err.validator_value!r}")
+            problems.add(path, f"must be {value!r}, found {err.instance!r}", f"set it to {value!r}")
         elif kind == "type":
-            problems.add(path, f"expected {err.validator_value}, found {type(err.instance).__name__} "
-                         f"{err.instance!r}", f"write a {err.validator_value} here")
+            wanted = " or ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+            problems.add(path, f"expected {wanted}, found {type(err.instance).__name__} {err.instance!r}",
+                         f"write {'an' if wanted[:1] in 'aeiou' else 'a'} {wanted} here")
         elif kind == "pattern":
-            problems.add(path, f"'{err.instance}' does not match the expected form ({err.validator_value})",
-                         "names use lowercase letters, digits and '-'; paths start with '/'")
+            node = _schema_at(schema, path)
+            hint = _PATTERN_HINTS.get(str(value)) or node.get("description") or f"match {value}"
+            problems.add(path, f"{err.instance!r} does not match the expected form", hint)
         elif kind == "uniqueItems":
             problems.add(path, "lists the same entry twice", "remove the repeated entry")
         else:
-            problems.add(path, err.message, "see `orchestrator inventory schema` for the format")
+            node = _schema_at(schema, path)
+            hint = node.get("description") or "see `orchestrator inventory schema` for the format"
+            problems.add(path, err.message, hint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +496,7 @@ def _network(value: Any, path: KeyPath, problems: _Problems) -> ipaddress.IPv4Ne
 def _ref(value: Any, kind: str, known: Mapping[str, Any], path: KeyPath, problems: _Problems) -> bool:
     if value is None or value in known:
         return True
-    choices = ", ".join(sorted(known)) or "(none defined)"
+    choices = ", ".join(k if k.isprintable() else repr(k) for k in sorted(known)) or "(none defined)"
     section = "campuses" if kind == "campus" else f"{kind}s"
     problems.add(path, f"unknown {kind} '{value}'", f"define it under '{section}:' or use one of: {choices}")
     return False
@@ -369,6 +552,74 @@ def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
                 if len(component) > 1 or node in graph.get(node, ()):
                     cycles.append(sorted(component))
     return sorted(cycles)
+
+
+# Host ``vars:`` go to Ansible as host variables. How Ansible connects (ansible_host, ansible_port,
+# ansible_user, ansible_ssh_common_args, ansible_host_key_checking, ansible_become*, the interpreters
+# and shells it runs, ...) is an ``ansible_`` variable: the whole prefix is refused, since the
+# orchestrator alone decides how a host is reached. So are Ansible's magic variables and the
+# playbook keywords that choose a connection, and the variables the export itself owns.
+_ANSIBLE_MAGIC_VARS = frozenset({
+    "hostvars", "groups", "group_names", "inventory_hostname", "inventory_hostname_short", "inventory_dir",
+    "inventory_file", "omit", "play_hosts", "playbook_dir", "role_name", "role_names", "role_path",
+    "environment", "vars", "connection", "remote_user", "port", "become", "become_user", "become_method",
+    "become_flags", "become_exe", "delegate_to", "gather_facts",
+})
+_EXPORT_VARS = frozenset({"services", "depends_on"})
+
+
+def _var_key_problem(key: str) -> tuple[str, str] | None:
+    """Why a host ``vars:`` key is refused (message, hint), or None."""
+    low = key.lower()
+    if low.startswith("ansible_"):
+        return (f"'{key}' would change how Ansible connects to or runs on this host (every ansible_* "
+                "variable is a connection, privilege or interpreter setting)",
+                "remove it: the address comes from management_address, the login and host-key checking "
+                "from the host's credentials")
+    if low in _ANSIBLE_MAGIC_VARS:
+        return (f"'{key}' is an Ansible magic variable or playbook keyword",
+                "rename the variable")
+    if low.startswith("orchestrator_") or low in _EXPORT_VARS:
+        return (f"'{key}' is set by the orchestrator from the inventory itself",
+                "remove it; use the host's own keys (services:, depends_on:, tier:, ...)")
+    return None
+
+
+# A credential path goes to paramiko, netmiko, OpenSSH (-i, -o UserKnownHostsFile=) and Ansible:
+# what each of them reads the same way and nothing an option parser could split or expand.
+_PATH_FORBIDDEN = re.compile(r"""[\s"'\\%$\x00-\x1f\x7f]""")
+
+
+def _path_problem(value: str) -> tuple[str, str] | None:
+    if not value:
+        return "the path is empty", "write the file's path, or remove the key"
+    if value.startswith("-"):
+        return (f"{value!r} starts with '-', which SSH would read as an option",
+                "write the file's path (relative paths are taken from the inventory's directory)")
+    bad = _PATH_FORBIDDEN.search(value)
+    if bad is not None:
+        char = bad.group()
+        what = "whitespace" if char.isspace() else f"{char!r}"
+        return (f"{value!r} contains {what}, which SSH option parsing would split, quote or expand",
+                "move the file to a path of letters, digits and / . _ - ~ only")
+    if len(value) > 4096:
+        return "the path is longer than 4096 characters", "use a shorter path"
+    return None
+
+
+# Power drivers that the schema names but that cannot power anything in this version.
+_NO_WORKING_POWER_DRIVER: Mapping[str, str] = {
+    "ipmi": "the ipmi power driver is not implemented yet: it refuses every request, so this host "
+            "could never be forced off nor proven off by its power state",
+}
+
+
+def resolve_credential_path(path: str, base_dir: Path) -> str:
+    """A credential's file as every client must read it: relative paths taken from ``base_dir``
+    (the inventory's directory), once, here; ``~`` left for each client to expand as before."""
+    if path.startswith("~") or os.path.isabs(path):
+        return path
+    return os.path.normpath(base_dir / path)
 
 
 def _check_semantics(data: Mapping[str, Any], problems: _Problems, strict: bool) -> None:
@@ -428,6 +679,11 @@ def _check_semantics(data: Mapping[str, Any], problems: _Problems, strict: bool)
         if not cred.get("key_file") and not cred.get("password_env"):
             problems.add(("credentials", name), "credential has neither key_file nor password_env",
                          "add 'key_file: PATH' (preferred) or 'password_env: ENV_VAR_NAME'")
+        for key in ("key_file", "known_hosts"):
+            if isinstance(cred.get(key), str):
+                bad_path = _path_problem(cred[key])
+                if bad_path is not None:
+                    problems.add(("credentials", name, key), *bad_path)
 
     for name, dev in devices.items():
         base = ("devices", name)
@@ -450,6 +706,16 @@ def _check_semantics(data: Mapping[str, Any], problems: _Problems, strict: bool)
     for name, host in hosts.items():
         base = ("hosts", name)
         _ref(host.get("campus"), "campus", campuses, (*base, "campus"), problems)
+        for key in host.get("vars") or {}:
+            refused = _var_key_problem(str(key))
+            if refused is not None:
+                problems.add((*base, "vars", key), *refused)
+        power = host.get("power")
+        if isinstance(power, str) and power in _NO_WORKING_POWER_DRIVER:
+            problems.add((*base, "power"), f"no working power driver for '{power}': "
+                         f"{_NO_WORKING_POWER_DRIVER[power]}",
+                         "write 'power: manual' (a person at the rack or the BMC console powers it) or "
+                         "remove 'power:' (graceful stop only)")
         _ref(host.get("credentials"), "credential", credentials, (*base, "credentials"), problems)
         seg_name = host.get("segment")
         seg_ok = _ref(seg_name, "segment", segments, (*base, "segment"), problems)
@@ -553,7 +819,7 @@ def _check_semantics(data: Mapping[str, Any], problems: _Problems, strict: bool)
 # --------------------------------------------------------------------------------------------
 
 
-def _build(data: Mapping[str, Any], path: str, sha256: str) -> Inventory:
+def _build(data: Mapping[str, Any], path: str, sha256: str, base_dir: Path) -> Inventory:
     def addr(value: Any) -> ipaddress.IPv4Address:
         return ipv4(str(value))
 
@@ -616,15 +882,56 @@ def _build(data: Mapping[str, Any], path: str, sha256: str) -> Inventory:
             for n, i in sorted((data.get("islands") or {}).items())
         },
         credentials={
-            n: Credential(name=n, username=str(c["username"]), key_file=c.get("key_file"),
-                          password_env=c.get("password_env"), known_hosts=c.get("known_hosts"),
+            n: Credential(name=n, username=str(c["username"]),
+                          key_file=(resolve_credential_path(c["key_file"], base_dir) if c.get("key_file")
+                                    else None),
+                          password_env=c.get("password_env"),
+                          known_hosts=(resolve_credential_path(c["known_hosts"], base_dir) if c.get("known_hosts")
+                                       else None),
                           connect_timeout_s=(float(c["connect_timeout_s"]) if c.get("connect_timeout_s") is not None
-                                             else None))
+                                             else None),
+                          allow_password_on_suspect_hosts=c.get("allow_password_on_suspect_hosts") is True)
             for n, c in sorted((data.get("credentials") or {}).items())
         },
         version=int(data["version"]),
         lab=lab,
     )
+
+
+def _check_device_commands(inventory: Inventory, problems: _Problems, strict: bool) -> None:
+    """Render, for every segment with a gateway and every link, the commands its device would be sent
+    (isolate/reconnect, cut/restore), with the renderer's own per-platform checks, so that what would
+    fail every step on that device in the middle of an emergency is found here. An interface name a
+    device CLI would misread is an error; with --strict, so is an interface the platform needs and the
+    inventory does not give (that segment or link could not be cut)."""
+    from orchestrator import devices as device_commands
+    from orchestrator.errors import DriverError
+
+    def attempt(path: KeyPath, platform: str, actions: tuple[str, str], **kw: Any) -> None:
+        target = kw.get("segment") or kw.get("link")
+        missing = target is not None and target.interface is None
+        for action in actions:
+            try:
+                device_commands.render_commands(platform, action, **kw)
+            except DriverError as exc:
+                if missing and not strict:
+                    return
+                problems.add(path, f"{action} on {platform} device '{kw['device'].name}': {exc.message}",
+                             exc.hint or "fix the interface name")
+                return
+
+    for name, segment in inventory.segments.items():
+        device = inventory.devices.get(segment.gateway or "")
+        if device is None or name == inventory.management_segment:
+            continue
+        path: KeyPath = ("segments", name, "interface") if segment.interface else ("segments", name, "gateway")
+        attempt(path, device.platform, ("isolate-segment", "reconnect-segment"), device=device, segment=segment)
+    for name, link in inventory.links.items():
+        device = inventory.devices.get(link.device)
+        if device is None:
+            continue
+        path = ("links", name, "interface") if link.interface else ("links", name)
+        attempt(path, device.platform, ("cut-link", "restore-link"), device=device, link=link)
 
 
 @dataclass(frozen=True)
@@ -633,13 +940,17 @@ class ValidationResult:
     warnings: tuple[Problem, ...]
 
 
-def validate_text(text: str, file: str, *, strict: bool = False) -> ValidationResult:
-    """Validate inventory text. Raises InventoryError with every problem; returns the model and warnings."""
+def validate_text(text: str, file: str, *, strict: bool = False,
+                  base_dir: str | Path | None = None) -> ValidationResult:
+    """Validate inventory text. Raises InventoryError with every problem; returns the model and warnings.
+
+    Relative credential paths are resolved against ``base_dir`` (default: the directory of ``file``)."""
+    base = Path(os.path.abspath(base_dir if base_dir is not None else Path(file).parent))
     with gc_paused():
-        return _validate_text(text, file, strict)
+        return _validate_text(text, file, strict, base)
 
 
-def _validate_text(text: str, file: str, strict: bool) -> ValidationResult:
+def _validate_text(text: str, file: str, strict: bool, base_dir: Path) -> ValidationResult:
     fast = _parse_yaml_fast(text)
     if isinstance(fast, dict):
         # Lines are looked up only if something is wrong: then the text is parsed again, with marks.
@@ -654,6 +965,9 @@ def _validate_text(text: str, file: str, strict: bool) -> ValidationResult:
             f"duplicate key '{path[-1]}' (first defined on line {first})",
             "remove or rename one of them: YAML would silently keep only the last one",
         ))
+    for path, line, message, hint in parsed.values:
+        problems.items.append(Problem(file, line, format_path(path), message, hint))
+    problems.skip |= parsed.stand_ins
     if not isinstance(parsed.data, dict):
         problems.add((), "the top level must be a mapping of sections", "start from inventories/example-hospital.yml")
         raise InventoryError(problems.items)
@@ -661,19 +975,26 @@ def _validate_text(text: str, file: str, strict: bool) -> ValidationResult:
     structurally_sound = not problems.errors
     try:
         _check_semantics(parsed.data, problems, strict)
-    except (AttributeError, KeyError, TypeError, ValueError):
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
         # malformed structure already reported by the schema check; report what could be checked
         if structurally_sound:
             raise
+    if problems.errors:
+        problems.items.sort(key=lambda p: (p.line or 0, p.key))
+        raise InventoryError(problems.items)
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    inventory = _build(parsed.data, file, sha, base_dir)
+    _check_device_commands(inventory, problems, strict)
     problems.items.sort(key=lambda p: (p.line or 0, p.key))
     if problems.errors:
         raise InventoryError(problems.items)
-    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    inventory = _build(parsed.data, file, sha)
     return ValidationResult(inventory, tuple(problems.items))
 
 
-def validate_file(path: str | Path, *, strict: bool = False) -> ValidationResult:
+def validate_file(path: str | Path, *, strict: bool = False, base_dir: str | Path | None = None) -> ValidationResult:
+    """Validate an inventory file. Relative ``key_file``/``known_hosts`` paths are resolved against
+    ``base_dir``, by default the file's own directory (a run's copy of an inventory passes the
+    directory of the original)."""
     file = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -682,13 +1003,14 @@ def validate_file(path: str | Path, *, strict: bool = False) -> ValidationResult
                                       "check the path")]) from None
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InventoryError([Problem(file, None, "(file)", "not UTF-8 text", "save the file as UTF-8")]) from None
-    return validate_text(text, file, strict=strict)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InventoryError([Problem(file, line, "(file)", "not UTF-8 text", "save the file as UTF-8")]) from None
+    return validate_text(text, file, strict=strict, base_dir=base_dir)
 
 
-def load_inventory(path: str | Path, *, strict: bool = False) -> Inventory:
-    return validate_file(path, strict=strict).inventory
+def load_inventory(path: str | Path, *, strict: bool = False, base_dir: str | Path | None = None) -> Inventory:
+    return validate_file(path, strict=strict, base_dir=base_dir).inventory
 
 
 def file_sha256(path: str | Path) -> str:

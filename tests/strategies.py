@@ -117,7 +117,7 @@ def inventory_data(draw: st.DrawFn, max_hosts: int = 24) -> dict[str, Any]:
         if draw(st.integers(0, 3)) == 0:
             host["services"] = ["sshd"]
         if draw(st.integers(0, 5)) == 0:
-            host["power"] = draw(st.sampled_from(["lab", "ipmi", "manual"]))
+            host["power"] = draw(st.sampled_from(["lab", "vagrant", "manual"]))  # ipmi: refused (no driver)
         hosts[name] = host
 
     islands: dict[str, Any] = {}

@@ -569,6 +569,8 @@ def test_keep_running_host_depending_on_a_stopped_host() -> None:
 
 def test_kept_host_depending_on_a_kept_host_is_fine() -> None:
     text = edit(ISLAND_DEPENDS, "    tier: 0\n", "    tier: 0\n    keep_running: true\n")
+    # --strict also wants the interface each linux gateway isolates a segment on
+    text = text.replace("    gateway: ant-core\n", "    gateway: ant-core\n    interface: eth1\n")
     assert validate_text(text, FILE, strict=True).warnings == ()
 
 
@@ -684,3 +686,31 @@ def test_the_fast_address_reader_agrees_with_ipaddress(text: str) -> None:
             ipv4(text)
         return
     assert ipv4(text) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# the two YAML readers agree
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted([*Path(__file__).resolve().parents[2].glob("inventories/*.yml"),
+                                         *Path(__file__).resolve().parents[2].glob("tests/data/*.yml")]),
+                         ids=lambda p: p.name)
+def test_fast_and_line_recording_readers_build_the_same_data(path: Path) -> None:
+    """A clean file is read once without line marks; the reader that records lines (used as soon as
+    something is wrong) must build exactly the same data, or problems would be reported on other data."""
+    from orchestrator.inventory import _parse_yaml, _parse_yaml_fast
+
+    text = path.read_text(encoding="utf-8")
+    fast = _parse_yaml_fast(text)
+    assert fast is not None
+    slow = _parse_yaml(text, str(path))
+    assert slow.values == [] and slow.duplicates == []
+    assert fast == slow.data
+
+
+def test_alias_budget_grows_with_the_file_but_not_with_its_aliases() -> None:
+    from orchestrator.inventory import value_budget
+
+    assert value_budget("") >= 100_000
+    assert value_budget("x" * 1_000_000) == value_budget("") + 2_000_000
