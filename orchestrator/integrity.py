@@ -19,10 +19,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import os
-import secrets
 import shlex
-import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,9 +29,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator import storage
 from orchestrator.config import Settings
 from orchestrator.drivers.ssh import CommandResult
-from orchestrator.errors import IntegrityError, OrchestratorError
+from orchestrator.errors import IntegrityError, OrchestratorError, UsageError
 from orchestrator.model import Inventory
 
 BASELINE_SCHEMA = "orchestrator.baseline/v1"
@@ -176,8 +174,16 @@ def host_roots(inventory: Inventory, host: str) -> tuple[str, ...]:
 
 
 def collector_commands(roots: Iterable[str], *, verify_packages: bool = True) -> tuple[str, ...]:
-    """The parts run in parallel: the big roots each on their own, the other roots, state, verify."""
+    """The parts run in parallel: the big roots each on their own, the other roots, state, verify.
+
+    Each is ``sh -s -- ARG...`` (the script comes on stdin), every argument quoted for the remote
+    shell; a root is an absolute path (never read as an option by the script's find) without
+    control characters, else IntegrityError."""
     roots = tuple(roots)
+    for root in roots:
+        if not root.startswith("/") or any(ord(c) < 32 or ord(c) == 127 for c in root):
+            raise IntegrityError(f"integrity root {root!r} is not an absolute path without control characters",
+                                 hint="fix the host's integrity: list (absolute paths only)")
     separate = [r for r in roots if r in _SEPARATE_ROOTS]
     rest = [r for r in roots if r not in _SEPARATE_ROOTS]
     parts = [["files", r] for r in separate]
@@ -607,40 +613,18 @@ def listening_tcp_ports(baseline: Mapping[str, Any]) -> tuple[int, ...]:
 
 
 def signing_key(settings: Settings, *, create: bool) -> bytes:
-    """The controller's HMAC key (32 random bytes, mode 0600). Created on first capture only."""
+    """The controller's HMAC key (32 random bytes, mode 0600). Created on first capture (or run) only."""
     path = settings.signing_key_path
-    if not path.exists():
-        if not create:
-            raise IntegrityError(
-                f"the baseline signing key {path} does not exist, so no baseline can be trusted",
-                target=str(path),
-                hint="restore the key from the controller's backup; or, if the baselines are lost "
-                "too, run `orchestrator baseline capture` on hosts known to be good",
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another thread created it first
-        else:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(32))
-                fh.flush()
-                os.fsync(fh.fileno())
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
+    try:
+        key = storage.load_key(path, create=create)
+    except OrchestratorError as exc:
+        raise IntegrityError(f"the baseline signing key: {exc.message}", target=str(path), hint=exc.hint) from None
+    if key is None:
         raise IntegrityError(
-            f"the baseline signing key {path} is readable by others (mode {mode:o})",
+            f"the baseline signing key {path} does not exist, so no baseline can be trusted",
             target=str(path),
-            hint=f"chmod 600 {path}; if others may have read it, make a new key and recapture",
-        )
-    key = path.read_bytes()
-    if len(key) < 32:
-        raise IntegrityError(
-            f"the baseline signing key {path} is too short ({len(key)} bytes)",
-            target=str(path),
-            hint="restore the key from backup",
+            hint="restore the key from the controller's backup; or, if the baselines are lost "
+            "too, run `orchestrator baseline capture` on hosts known to be good",
         )
     return key
 
@@ -660,26 +644,38 @@ def sign_document(doc: dict[str, Any], key: bytes) -> dict[str, Any]:
 
 
 def baseline_path(host: str, settings: Settings) -> Path:
+    """The legacy single-file location (read only when a host has no versioned baseline yet)."""
     return settings.baselines_dir / f"{host}.json"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def baseline_dir(host: str, settings: Settings) -> Path:
+    """Every baseline of ``host``, one file per capture, never overwritten: ``baselines/HOST/TAKEN.json``."""
+    return settings.baselines_dir / host
+
+
+def baseline_versions(host: str, settings: Settings) -> list[Path]:
+    """The host's baseline files, newest first (the legacy ``HOST.json`` last)."""
+    directory = baseline_dir(host, settings)
+    versions = sorted(directory.glob("*.json"), reverse=True) if directory.is_dir() else []
+    legacy = baseline_path(host, settings)
+    return versions + ([legacy] if legacy.is_file() else [])
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _store_version(host: str, settings: Settings, data: bytes) -> Path:
+    """Write a new version, 0600, durably; an existing version is never replaced."""
+    for _ in range(100):
+        name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") + ".json"
+        path = baseline_dir(host, settings) / name
+        try:
+            storage.write_new(path, data)
+        except FileExistsError:
+            continue
+        return path
+    raise IntegrityError("could not name a new baseline version", target=host, hint="try again")
 
 
 def _host_or_error(inventory: Inventory, host: str) -> None:
@@ -692,7 +688,9 @@ def _host_or_error(inventory: Inventory, host: str) -> None:
 
 
 def capture_baseline(ssh: CommandRunner, inventory: Inventory, host: str, settings: Settings) -> Path:
-    """Collect ``host``'s state and store it, signed, as ``baselines/HOST.json``. Returns the path."""
+    """Collect ``host``'s state and store it, signed, as a new version ``baselines/HOST/TAKEN.json``
+    (earlier versions are kept). Returns the path. Use :func:`capture_all` from a command: it takes
+    the state lock, refuses suspect hosts and journals every capture."""
     _host_or_error(inventory, host)
     key = signing_key(settings, create=True)
     roots = host_roots(inventory, host)
@@ -725,21 +723,22 @@ def capture_baseline(ssh: CommandRunner, inventory: Inventory, host: str, settin
         "snapshot": collected.snapshot,
     }
     signed = sign_document(doc, key)
-    path = baseline_path(host, settings)
-    _write_atomic(path, json.dumps(signed, sort_keys=True, indent=1).encode() + b"\n")
-    return path
+    return _store_version(host, settings, json.dumps(signed, sort_keys=True, indent=1).encode() + b"\n")
 
 
 def load_baseline(host: str, settings: Settings) -> dict[str, Any]:
-    """The host's baseline, after checking its signature. Missing, unreadable or forged: IntegrityError."""
-    path = baseline_path(host, settings)
-    if not path.is_file():
+    """The host's newest baseline, after checking its signature. Missing, unreadable or forged:
+    IntegrityError. A newest version that fails its check is refused loudly, never skipped for an
+    older one: a forged file among the baselines is evidence of tampering, not noise."""
+    versions = baseline_versions(host, settings)
+    if not versions:
         raise IntegrityError(
-            f"no baseline for this host at {path}",
+            f"no baseline for this host in {baseline_dir(host, settings)}",
             target=host,
             hint="run `orchestrator baseline capture INVENTORY --host "
             f"{host}` while the host is known to be good; without a baseline it cannot be declared clean",
         )
+    path = versions[0]
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError) as exc:
@@ -806,19 +805,123 @@ def _in_parallel(fn: Callable[[str], Any], hosts: Iterable[str], forks: int) -> 
         return dict(zip(hosts, pool.map(one, hosts), strict=True))
 
 
+class BaselineRefused(IntegrityError):  # noqa: N818 - a refusal by a safety interlock, not a bug
+    """Re-baselining a host that a run found compromised, without ``--force --reason``."""
+
+    code = "baseline-refused"
+    exit_code = 3
+
+
+CAPTURES_JOURNAL_ID = "baseline-captures"
+
+
+def suspect_hosts(settings: Settings) -> dict[str, str]:
+    """Hosts that a run quarantined or found differing from their baseline, and that nothing has
+    cleared since (a later verified integrity check, or a forced capture), with why.
+
+    Every run's journal counts, however old: a host quarantined months ago and never proven clean
+    since is still suspect. A journal that cannot be read makes every host of its plan suspect.
+    """
+    from orchestrator.journal import read_journal
+
+    events: list[tuple[str, int, str, str | None]] = []  # (ts, order, host, why or None when cleared)
+    runs = sorted(p for p in settings.runs_dir.glob("*/journal.jsonl")) if settings.runs_dir.is_dir() else []
+    paths = [*runs, settings.baseline_journal_path]
+    for order, path in enumerate(paths):
+        if not path.is_file():
+            continue
+        run = path.parent.name if path in runs else "baseline captures"
+        try:
+            records = read_journal(path)
+        except OrchestratorError as exc:
+            return {"*": f"the journal of {run} cannot be read ({exc.message}): nothing can be ruled out"}
+        for r in records:
+            ts, kind = str(r.get("ts", "")), r.get("type")
+            if kind == "quarantine" and isinstance(r.get("host"), str):
+                events.append((ts, order, r["host"], f"quarantined in run {run}: {r.get('reason', '')}"))
+            elif kind == "integrity-finding" and isinstance(r.get("host"), str):
+                events.append((ts, order, r["host"], f"differed from its baseline in run {run}"))
+            elif kind == "step-finished" and r.get("action") == "check-integrity":
+                host = r.get("target")
+                if not isinstance(host, str):
+                    continue
+                if r.get("status") == "verified":
+                    events.append((ts, order, host, None))
+                elif r.get("status") == "failed":
+                    events.append((ts, order, host, f"failed its integrity check in run {run}"))
+            elif kind == "baseline-captured" and r.get("forced") and isinstance(r.get("host"), str):
+                events.append((ts, order, r["host"], None))
+    suspect: dict[str, str] = {}
+    for _ts, _order, host, why in sorted(events, key=lambda e: (e[0], e[1])):
+        if why is None:
+            suspect.pop(host, None)
+        else:
+            suspect[host] = why
+    return suspect
+
+
+def _captures_journal(settings: Settings) -> Any:
+    from orchestrator.journal import Journal, journal_key
+    from orchestrator.runs import open_forwarder
+
+    key = journal_key(settings.signing_key_path, create=True)
+    path = settings.baseline_journal_path
+    if path.exists():
+        return Journal.open_existing(path, key=key, forwarder=open_forwarder(settings))
+    return Journal.create(path, CAPTURES_JOURNAL_ID, key=key, forwarder=open_forwarder(settings))
+
+
 def capture_all(
     ssh: CommandRunner,
     inventory: Inventory,
     hosts: Iterable[str],
     settings: Settings,
     forks: int | None = None,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    operator: str = "",
 ) -> dict[str, Path | OrchestratorError]:
-    """Capture every host in parallel (``forks`` at a time, default ``settings.forks``).
+    """Capture every host in parallel (``forks`` at a time, default ``settings.forks``), under the
+    state-dir lock, each as a new version, each capture journaled (``baselines/captures.jsonl``).
 
-    Each value is the baseline's path, or the error that kept that host from being captured.
+    A host that a run quarantined or found differing (:func:`suspect_hosts`) is refused
+    (:class:`BaselineRefused`) unless ``force`` with a ``reason``: a capture after an incident would
+    sign the compromised state. Each value is the baseline's path, or why that host was not captured.
     """
+    from orchestrator.journal import current_operator
+    from orchestrator.lock import RunLock
+
+    if force and not (reason or "").strip():
+        raise UsageError("--force needs --reason: say why this host's current state is trusted",
+                         target="--force", hint="e.g. --reason 'rebuilt from the 2026-01-10 image, EDR scan clean'")
+    hosts = list(dict.fromkeys(hosts))
+    settings.syslog_target()  # a malformed collector address: exit 2 before anything
+    storage.ensure_private_dir(settings.state_dir)
     signing_key(settings, create=True)  # once, before the threads
-    return _in_parallel(lambda h: capture_baseline(ssh, inventory, h, settings), hosts, forks or settings.forks)
+    with RunLock(settings.lock_path, command="baseline capture"):
+        suspects = suspect_hosts(settings)
+        journal = _captures_journal(settings)
+        who = operator or current_operator()
+        try:
+            def one(host: str) -> Path:
+                why = suspects.get(host) or suspects.get("*")
+                if why and not force:
+                    journal.emit("baseline-refused", host=host, operator=who, why=why)
+                    raise BaselineRefused(
+                        f"not re-baselined: {why}; a capture now could sign a compromised state",
+                        target=host,
+                        hint="prove it clean first (integrity check / restore), or, if it was rebuilt or "
+                             "cleared, pass --force --reason TEXT (journaled with who and why)")
+                path = capture_baseline(ssh, inventory, host, settings)
+                journal.emit("baseline-captured", host=host, operator=who, file=str(path),
+                             sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                             forced=bool(why) and force, reason=reason if force else None, suspect=why)
+                return path
+
+            return _in_parallel(one, hosts, forks or settings.forks)
+        finally:
+            journal.close()
 
 
 def check_all(

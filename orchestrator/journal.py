@@ -18,17 +18,27 @@ as UTF-8, followed by ``\\n``. Every record carries:
                     by the same process, i.e. between a ``run-started``/``run-resumed`` and the next one)
 ``type``            the event type, below
 
+``hmac``            (keyed journals: every run's) HMAC-SHA256 (hex) of the record's line without this
+                    field, under the controller's journal key (derived from ``keys/baseline-signing.key``
+                    for this purpose only; hosts never see it)
+
 and the event's payload fields beside them. A record's hash is the SHA-256 of its line (without the
 newline); the next record's ``prev`` holds it, so an edited, deleted or reordered record breaks the
-chain at a line that :func:`verify_journal` names. The chain proves the file is internally consistent;
-it cannot prove that nobody rewrote the whole file (keep :attr:`JournalVerification.head` elsewhere,
-e.g. in the ticket, to pin it).
+chain at a line that :func:`verify_journal` names. The chain alone proves only that the file is
+internally consistent: anyone who can write it can recompute it. The ``hmac`` makes a rewrite need
+the controller key; and the off-box copy (:mod:`orchestrator.syslog_copy`, a syslog collector
+elsewhere) makes it detectable even by someone who holds the key afterwards, for every record the
+collector received. Neither proves that what the controller wrote was true, nor (locally) that
+records were not cut off the end: compare with the collector for that.
 
-Secrets never reach the file: every payload goes through :func:`mask_secrets` with the journal's known
-secret strings (passwords read from environment variables, key contents: pass them as ``secrets=`` or
-:meth:`Journal.add_secret`), and any value under a key named like password / secret / token /
-passphrase / private_key is replaced by ``***`` (keys ending in ``_env``, ``_file`` or ``_path`` name
-where a secret lives, not the secret, and are kept).
+Secrets never reach the file: every payload goes through the product's one masker
+(:mod:`orchestrator.masking`) with the journal's known secret strings (passwords read from
+environment variables, key contents: pass them as ``secrets=`` or :meth:`Journal.add_secret`); any
+value under a key named like password / secret / token / passphrase / private_key is replaced by
+``***`` (keys ending in ``_env``, ``_file`` or ``_path`` name where a secret lives, not the secret,
+and are kept); lines of device output that carry a secret by their syntax (``enable secret 5 ..``,
+``snmp-server community ..``) lose their value; and every string is capped at
+:data:`orchestrator.masking.TEXT_CAP` bytes, the cut saying how many bytes were dropped.
 
 Event types
 -----------
@@ -43,28 +53,46 @@ The executor emits these; ``report`` reads them. Unknown types are kept and show
 ``step-started``       step_id, action, target, wave
 ``command-sent``       step_id, driver, target, commands (list of strings, secrets masked)
 ``verification``       step_id, check, passed, evidence
-``step-finished``      step_id, action, target, status (verified|failed|skipped|pending|dry-run), changed,
-                       already, escalated, error, evidence, duration_s
+``step-finished``      step_id, action, target, status (verified|unproven|failed|skipped|pending|dry-run),
+                       changed, already, escalated, error, evidence, duration_s; ``unproven``: done as far as
+                       the device says, proven by no probe (an isolation with no host inside to probe from)
 ``escalation``         step_id, from, to, reason
 ``gate-approved``      gate, approver, how
 ``gate-refused``       gate, approver, how, reason
 ``milestone``          name (contained|shutdown-complete|restored), elapsed_s
 ``run-interrupted``    signal
 ``run-resumed``        by (user@host); a new process: ``mono`` restarts from here
-``run-finished``       status (completed|failed|interrupted), counts, left: [{step_id, reason}]
+``run-finished``       status (completed|unproven|failed|interrupted), counts, left: [{step_id, reason}]
 ``integrity-finding``  host, category, path, detail
+``observer-error``     observer, error_type, message, event_type, event_seq, consequence: a view of the run
+                       (progress view, JSON printer) raised; journaled once per observer, the run goes on
+``clearance``          step_id, segment, host, quarantined, how (power-driver|attestation), text, and
+                       ``evidence`` (power driver) or ``attestation`` (by, reason, operator, ts, seq,
+                       evidence): why a host that did not pass its checks no longer holds its segment back
+``attestation``        host, claim (physically-disconnected), statement, by, reason, operator, from_host,
+                       pid, evidence ({file, bytes, sha256} or null): ``orchestrator attest``, a person's word
 ``lock-taken-over``    the stale lock's holder (pid, host, user, run_id, started) and why it was stale
 ``journal-repaired``   torn_file, torn_bytes, torn_sha256, line, reason: a partial last line (a write
                        cut by SIGKILL or power loss) was moved to ``torn_file`` before appending again
+``state-dir-tightened`` detail: the state directory was open to others and was made 0700
+``syslog-unavailable`` collector, error, retry: the off-box copy could not be delivered (noted once a
+                       run; the run goes on, the sender retries with a bounded backoff)
+``syslog-dropped``     collector, queue, reason: the copy's queue was full; newer records local only
+``syslog-undelivered`` collector, records, reason: at the end, records the collector did not get
+
+The baseline captures journal (``baselines/captures.jsonl``, run id ``baseline-captures``, keyed and
+copied off-box like a run's) holds ``baseline-captured`` (host, operator, file, sha256, forced,
+reason, suspect) and ``baseline-refused`` (host, operator, why).
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
+import hmac
 import json
 import os
-import re
 import secrets as _secrets
 import socket
 import threading
@@ -76,24 +104,18 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any, Protocol
 
+from orchestrator import masking, storage
 from orchestrator.errors import JournalError
 
 SCHEMA_VERSION = 1
 GENESIS = "0" * 64
-MASK = "***"
+MASK = masking.MASK
+HMAC_FIELD = "hmac"
+JOURNAL_KEY_PURPOSE = "orchestrator journal chain v1"
 JOURNAL_NAME = "journal.jsonl"
 TORN_SUFFIX = ".torn"
 
-RESERVED_FIELDS = frozenset({"schema_version", "seq", "prev", "run_id", "ts", "mono", "type"})
-
-# Keys whose value is a secret wherever they appear in a payload.
-_SECRET_KEY = re.compile(r"password|passwd|secret|token|passphrase|private_?key", re.IGNORECASE)
-# ... unless they only say where the secret lives.
-_SECRET_KEY_REFERENCE = re.compile(r"(_env|_file|_path|_name)$", re.IGNORECASE)
-# Lines of multi-line secrets (key files) shorter than this are not masked on their own
-# ("-----END ...-----" lines would otherwise mask harmless text).
-_MIN_SECRET_LINE = 16
-
+RESERVED_FIELDS = frozenset({"schema_version", "seq", "prev", "run_id", "ts", "mono", "type", HMAC_FIELD})
 
 class EventSink(Protocol):
     """Where the executor sends events. The journal is one; a live progress view can be another."""
@@ -122,6 +144,17 @@ def line_hash(line: str | bytes) -> str:
     """SHA-256 (hex) of a journal line without its newline."""
     data = line.encode("utf-8") if isinstance(line, str) else line
     return hashlib.sha256(data.rstrip(b"\n")).hexdigest()
+
+
+def record_mac(record: Mapping[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 (hex) of a record's canonical line without its ``hmac`` field, under ``key``."""
+    body = {k: v for k, v in record.items() if k != HMAC_FIELD}
+    return hmac.new(key, canonical_line(body).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def key_id(key: bytes) -> str:
+    """A short public name of a journal key (which key wrote this?), never the key."""
+    return hashlib.sha256(b"orchestrator-journal-key-id:" + key).hexdigest()[:16]
 
 
 def utc_timestamp(now: datetime | None = None) -> str:
@@ -180,54 +213,14 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _secret_needles(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Every string to mask, longest first: each secret, and each long line of multi-line secrets."""
-    needles: set[str] = set()
-    for secret in secrets:
-        if not secret:
-            continue
-        needles.add(secret)
-        stripped = secret.strip()
-        if stripped:
-            needles.add(stripped)
-        if "\n" in stripped:
-            needles.update(line.strip() for line in stripped.splitlines() if len(line.strip()) >= _MIN_SECRET_LINE)
-    return tuple(sorted(needles, key=lambda s: (-len(s), s)))
-
-
-def _is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key)) and not _SECRET_KEY_REFERENCE.search(key)
-
-
-def _mask(value: Any, needles: tuple[str, ...]) -> Any:
-    if isinstance(value, str):
-        for needle in needles:
-            if needle in value:
-                value = value.replace(needle, MASK)
-        return value
-    if isinstance(value, Mapping):
-        out: dict[Any, Any] = {}
-        for key, item in value.items():
-            masked_key = _mask(key, needles) if isinstance(key, str) else key
-            if isinstance(key, str) and _is_secret_key(key) and item is not None:
-                out[masked_key] = MASK
-            else:
-                out[masked_key] = _mask(item, needles)
-        return out
-    if isinstance(value, list):
-        return [_mask(v, needles) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_mask(v, needles) for v in value)
-    return value
-
-
 def mask_secrets(value: Any, secrets: Iterable[str]) -> Any:
     """Replace every occurrence of each secret string by ``***``, recursively (keys included).
 
-    Values under keys named like password / secret / token / passphrase / private_key are masked
-    whatever they contain. Multi-line secrets (key files) are also masked line by line.
+    The product's one masker (:mod:`orchestrator.masking`): values under keys named like password /
+    secret / token / passphrase / private_key are masked whatever they contain, multi-line secrets
+    line by line, secret-looking lines of device output lose their value, long strings are capped.
     """
-    return _mask(value, _secret_needles(secrets))
+    return masking.mask_secrets(value, secrets)
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,6 +238,7 @@ class JournalVerification:
     run_id: str | None = None
     head: str | None = None  # SHA-256 of the last complete line: pin it to detect a rewritten file
     finished: bool = False  # the journal ends with run-finished
+    authenticated: bool = False  # every record's HMAC checked against the controller's journal key
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -254,6 +248,7 @@ class JournalVerification:
             "run_id": self.run_id,
             "head": self.head,
             "finished": self.finished,
+            "authenticated": self.authenticated,
         }
 
 
@@ -279,7 +274,7 @@ def _split_lines(data: bytes) -> list[_Line]:
     return lines
 
 
-def _verify_lines(lines: list[_Line]) -> JournalVerification:
+def _verify_lines(lines: list[_Line], mac_key: bytes | None = None) -> JournalVerification:
     problems: list[str] = []
     parsed: list[tuple[_Line, dict[str, Any]]] = []
     for line in lines:
@@ -312,6 +307,12 @@ def _verify_lines(lines: list[_Line]) -> JournalVerification:
             seqs[seq] = line
             hashes[seq] = line_hash(line.raw)
 
+    unkeyed = mac_key is not None and bool(parsed) and not any(HMAC_FIELD in r for _, r in parsed)
+    if unkeyed:
+        problems.append(
+            f"no record carries an {HMAC_FIELD}: the journal is unkeyed (written before journals were keyed, or "
+            "every MAC was stripped); its chain proves nothing against anyone who could write the file"
+        )
     last_seq = -1
     for line, record in parsed:
         n = line.number
@@ -344,6 +345,18 @@ def _verify_lines(lines: list[_Line]) -> JournalVerification:
                 problems.append(f"line {n}: deleted record(s) before this line ({gap} missing)")
         last_seq = max(last_seq, seq)
 
+        if mac_key is not None and not unkeyed:
+            mac = record.get(HMAC_FIELD)
+            if not isinstance(mac, str):
+                problems.append(
+                    f"line {n}: record carries no {HMAC_FIELD} (written without the controller's journal key, "
+                    "or its MAC was stripped): it cannot be authenticated"
+                )
+            elif not hmac.compare_digest(mac, record_mac(record, mac_key)):
+                problems.append(
+                    f"line {n}: {HMAC_FIELD} does not match (the record was edited and its chain recomputed, or "
+                    f"it was written under another controller key than {key_id(mac_key)})"
+                )
         prev = record.get("prev")
         if seq == 0:
             if prev != GENESIS:
@@ -362,11 +375,17 @@ def _verify_lines(lines: list[_Line]) -> JournalVerification:
         run_id=run_id if isinstance(run_id, str) else None,
         head=line_hash(complete[-1].raw) if complete else None,
         finished=bool(parsed) and parsed[-1][1].get("type") == "run-finished",
+        authenticated=mac_key is not None and not problems,
     )
 
 
-def verify_journal(path: Path) -> JournalVerification:
-    """Check the whole chain. Every problem names its line: edited, deleted, reordered, torn, bad JSON."""
+def verify_journal(path: Path, key: bytes | None = None) -> JournalVerification:
+    """Check the whole chain. Every problem names its line: edited, deleted, reordered, torn, bad JSON.
+
+    With ``key`` (the controller's journal key, :func:`journal_key`) every record must also carry a
+    valid HMAC: a journal rewritten with a recomputed chain, or stripped of its MACs, fails. Without
+    it only the chain is checked, which anyone who can write the file can recompute.
+    """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -377,7 +396,7 @@ def verify_journal(path: Path) -> JournalVerification:
         ) from exc
     if not data:
         return JournalVerification(ok=False, records=0, problems=["line 1: empty journal (no run-started)"])
-    return _verify_lines(_split_lines(data))
+    return _verify_lines(_split_lines(data), key)
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
@@ -417,19 +436,23 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync_dir = storage.fsync_dir
+_write_all = storage._write_all
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+class Forwarder(Protocol):
+    """An off-box copy of every record (:class:`orchestrator.syslog_copy.SyslogForwarder`)."""
+
+    destination: str
+
+    def bind(self, note: Callable[..., Any]) -> None: ...
+
+    def submit(self, line: str, record: Mapping[str, Any]) -> None: ...
+
+    def close(self, timeout_s: float) -> int: ...
+
+
+FLUSH_TIMEOUT_S = 5.0  # at the end of a run, how long the off-box copy may take to catch up
 
 
 class Journal:
@@ -444,19 +467,26 @@ class Journal:
         prev: str,
         secrets: Iterable[str] = (),
         clock: Callable[[], datetime] | None = None,
+        key: bytes | None = None,
+        forwarder: Forwarder | None = None,
     ) -> None:
         # Use Journal.create / Journal.open_existing. ``clock`` replaces the wall clock (tests, replays).
+        # ``key``: the controller's journal key; every record then carries an HMAC of its line.
+        # ``forwarder``: the off-box copy; every record is handed to it after it is durable here.
         self.path = path
         self.run_id = run_id
         self._fd: int | None = fd
         self._records = records
         self._prev = prev
-        self._secrets: list[str] = [s for s in secrets if s]
-        self._needles = _secret_needles(self._secrets)
+        self._masker = masking.Masker(secrets)
         self._lock = threading.Lock()
         self._broken: str | None = None
         self._clock = clock
+        self._key = key
+        self._forwarder = forwarder
         self.repaired: dict[str, Any] | None = None  # the journal-repaired record, if open_existing repaired
+        if forwarder is not None:
+            forwarder.bind(self._note_forwarder)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -468,11 +498,13 @@ class Journal:
         *,
         secrets: Iterable[str] = (),
         clock: Callable[[], datetime] | None = None,
+        key: bytes | None = None,
+        forwarder: Forwarder | None = None,
     ) -> Journal:
         """A new, empty journal. Refuses if the file exists (one journal per run, never overwritten)."""
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            storage.private_mkdir(path.parent)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         except FileExistsError as exc:
             raise JournalError(
@@ -492,7 +524,7 @@ class Journal:
         except OSError as exc:
             os.close(fd)
             raise JournalError(f"cannot make the journal durable: {exc.strerror or exc}", target=str(path)) from exc
-        return cls(path, run_id, fd, [], GENESIS, secrets, clock)
+        return cls(path, run_id, fd, [], GENESIS, secrets, clock, key, forwarder)
 
     @classmethod
     def open_existing(
@@ -501,8 +533,11 @@ class Journal:
         *,
         secrets: Iterable[str] = (),
         clock: Callable[[], datetime] | None = None,
+        key: bytes | None = None,
+        forwarder: Forwarder | None = None,
     ) -> Journal:
-        """Reopen a run's journal to append (resume). The chain must verify first.
+        """Reopen a run's journal to append (resume). The chain (and, with ``key``, every record's
+        HMAC) must verify first.
 
         A torn last line (a write cut by SIGKILL) is moved to ``journal.jsonl.torn`` and a
         ``journal-repaired`` record naming it is appended; every complete record is kept.
@@ -520,7 +555,7 @@ class Journal:
         lines = _split_lines(data)
         torn = lines[-1] if lines and not lines[-1].complete else None
         complete = [line for line in lines if line.complete]
-        check = _verify_lines(complete)
+        check = _verify_lines(complete, key)
         if not complete:
             raise JournalError(
                 "the journal holds no complete record",
@@ -543,7 +578,7 @@ class Journal:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except OSError as exc:
             raise JournalError(f"cannot open the journal: {exc.strerror or exc}", target=str(path)) from exc
-        journal = cls(path, run_id, fd, records, line_hash(complete[-1].raw), secrets, clock)
+        journal = cls(path, run_id, fd, records, line_hash(complete[-1].raw), secrets, clock, key, forwarder)
         if torn_record is not None:
             journal.repaired = journal.emit("journal-repaired", **torn_record)
         return journal
@@ -587,8 +622,7 @@ class Journal:
         """Mask this string from now on (a password read after the journal was opened)."""
         if secret:
             with self._lock:
-                self._secrets.append(secret)
-                self._needles = _secret_needles(self._secrets)
+                self._masker.add(secret)
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         """Append one event, durably (write + fsync). Returns the record as written.
@@ -612,7 +646,7 @@ class Journal:
                     target=str(self.path),
                     hint="resume the run once the disk problem is fixed: `orchestrator resume RUN_ID`",
                 )
-            payload = _mask(_jsonable(fields), self._needles)
+            payload = self._masker.value(_jsonable(fields))
             record: dict[str, Any] = {
                 **payload,
                 "schema_version": SCHEMA_VERSION,
@@ -621,8 +655,10 @@ class Journal:
                 "run_id": self.run_id,
                 "ts": utc_timestamp(self._clock() if self._clock else None),
                 "mono": time.monotonic(),
-                "type": _mask(str(type), self._needles),
+                "type": self._masker.text(str(type)),
             }
+            if self._key is not None:
+                record[HMAC_FIELD] = record_mac(record, self._key)
             line = canonical_line(record)
             try:
                 _write_all(self._fd, (line + "\n").encode("utf-8"))
@@ -636,7 +672,14 @@ class Journal:
                 ) from exc
             self._records.append(record)
             self._prev = line_hash(line)
+            if self._forwarder is not None:
+                self._forwarder.submit(line, record)  # never blocks: a bounded queue, a sender thread
             return dict(record)
+
+    def _note_forwarder(self, type: str, **fields: Any) -> None:
+        """The off-box copy's own notes (collector down, records dropped): journaled, never raised."""
+        with contextlib.suppress(JournalError):
+            self.emit(type, **fields)
 
     def records(self) -> list[dict[str, Any]]:
         """Copies of every record, this process's and earlier ones (after open_existing)."""
@@ -648,7 +691,16 @@ class Journal:
         """SHA-256 of the last line written (GENESIS when empty)."""
         return self._prev
 
-    def close(self) -> None:
+    def close(self, flush_timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Close the file. The off-box copy gets up to ``flush_timeout_s`` to catch up first; what it
+        could not deliver is counted in a last local ``syslog-undelivered`` record."""
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            undelivered = forwarder.close(flush_timeout_s)
+            if undelivered:
+                with contextlib.suppress(JournalError):
+                    self.emit("syslog-undelivered", collector=forwarder.destination, records=undelivered,
+                              reason=f"not delivered within {flush_timeout_s:g} s of the end of the run")
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
@@ -659,3 +711,11 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def journal_key(key_path: Path, *, create: bool) -> bytes | None:
+    """The controller's journal key: derived from the controller key (``keys/baseline-signing.key``,
+    which hosts never see) for this purpose only, so a journal MAC can never pass as a baseline
+    signature or the reverse. None when the controller key does not exist and ``create`` is false."""
+    master = storage.load_key(key_path, create=create)
+    return None if master is None else storage.derive_key(master, JOURNAL_KEY_PURPOSE)

@@ -27,9 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator import storage
 from orchestrator.errors import LockHeldError
 
 _TAKEOVER_ATTEMPTS = 5
+_PID_LIMIT = 2**22 + 1  # Linux's pid_max is at most 4,194,304
+_LOCK_MAX_BYTES = 64 * 1024  # a lock this tool writes is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -61,17 +64,26 @@ class LockHolder:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LockHolder:
+    def from_dict(cls, data: Any) -> LockHolder:
+        """Strict: exactly the shapes this tool writes, else ValueError naming what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("the lock is not a JSON object")
+        pid = data.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < _PID_LIMIT:
+            raise ValueError(f"'pid' is not a process id: {str(pid)[:40]!r}")
+        host = data.get("host")
+        if not isinstance(host, str) or not host:
+            raise ValueError("'host' is missing or not a string")
+        texts = {k: data.get(k, "") for k in ("user", "run_id", "started", "command")}
+        for k, v in texts.items():
+            if not isinstance(v, str):
+                raise ValueError(f"{k!r} is not a string")
         proc_start = data.get("proc_start")
-        return cls(
-            pid=int(data["pid"]),
-            host=str(data["host"]),
-            user=str(data.get("user", "")),
-            run_id=str(data.get("run_id", "")),
-            started=str(data.get("started", "")),
-            command=str(data.get("command", "")),
-            proc_start=int(proc_start) if isinstance(proc_start, int) else None,
-        )
+        if proc_start is not None and (not isinstance(proc_start, int) or isinstance(proc_start, bool)
+                                       or not 0 <= proc_start < 2**63):
+            raise ValueError(f"'proc_start' is not a clock-tick count: {str(proc_start)[:40]!r}")
+        return cls(pid=pid, host=host, user=texts["user"], run_id=texts["run_id"], started=texts["started"],
+                   command=texts["command"], proc_start=proc_start)
 
 
 @dataclass(frozen=True)
@@ -129,10 +141,15 @@ def stale_reason(holder: LockHolder, host: str | None = None) -> str | None:
     return None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def read_lock(path: Path) -> LockHolder | None:
     """The current holder, or None when there is no lock. Raises LockHeldError if it is unreadable."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(_LOCK_MAX_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -141,15 +158,19 @@ def read_lock(path: Path) -> LockHolder | None:
             target=str(path),
             hint="check the state directory's permissions",
         ) from exc
+    # Malformed content is never judged stale: whoever wrote it is unknown, so a run may be going on.
+    # It is refused (exit 3) with what is wrong, and a person removes it after checking.
     try:
-        data = json.loads(text)
+        if len(raw) > _LOCK_MAX_BYTES:
+            raise ValueError(f"the lock is larger than {_LOCK_MAX_BYTES} bytes")
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         return LockHolder.from_dict(data)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise LockHeldError(
-            "the run lock exists but cannot be read (not the JSON this tool writes)",
+            f"the run lock exists but is not the JSON this tool writes ({str(exc)[:200]})",
             target=str(path),
-            hint=f"make sure no run is going on, then remove {path} by hand",
-        ) from exc
+            hint=f"make sure no run is going on (`orchestrator status`, `ps`), then remove {path} by hand",
+        ) from None
 
 
 class RunLock:
@@ -185,7 +206,7 @@ class RunLock:
     def _try_create(self, me: LockHolder) -> bool:
         """Atomically put a complete lock file in place. False if one exists."""
         tmp = self.path.with_name(f".{self.path.name}.{me.pid}.{time.monotonic_ns()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, (json.dumps(me.as_dict(), sort_keys=True) + "\n").encode("utf-8"))
             os.fsync(fd)
@@ -256,7 +277,7 @@ class RunLock:
         if self._fd is not None:
             raise LockHeldError("this lock object is already held", target=str(self.path))
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            storage.private_mkdir(self.path.parent)
         except OSError as exc:
             raise LockHeldError(
                 f"cannot create the state directory: {exc.strerror or exc}", target=str(self.path.parent)

@@ -7,6 +7,7 @@ inventory and the plan are copied into the run so ``resume`` continues with exac
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import sys
@@ -17,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import storage
+from orchestrator.attest import disconnection_attestations
 from orchestrator.config import Settings
-from orchestrator.errors import PlanError, StalePlanError, UsageError
+from orchestrator.errors import JournalError, PlanError, SafetyInterlock, StalePlanError, UsageError
 from orchestrator.executor import Executor, Observer, Recorder, RunOptions, RunResult
-from orchestrator.inventory import load_inventory
-from orchestrator.journal import Journal, current_operator, new_run_id, read_journal
+from orchestrator.inventory import validate_text
+from orchestrator.journal import Forwarder, Journal, current_operator, journal_key, new_run_id, read_journal
 from orchestrator.lock import RunLock
 from orchestrator.model import Action, Inventory, Mode, Plan, StepResult, StepStatus
-from orchestrator.planner import Selection, canonical_json, plan_from_dict, plan_to_json
+from orchestrator.planner import Selection, build_plan, canonical_json, plan_from_dict, plan_to_json
 
 
 def collect_secrets(inventory: Inventory) -> list[str]:
@@ -65,11 +68,93 @@ def check_plan_matches(plan: Plan, inventory: Inventory) -> None:
             hint=f"make a new plan: orchestrator plan {inventory.path} --mode {plan.mode.value} -o PLAN")
 
 
-def _write_once(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def check_plan_is_current(plan: Plan, inventory: Inventory) -> None:
+    """Refuse a plan that is not what the inventory plans today for its mode and scope.
+
+    ``plan_id`` is only a hash of the content: anyone can edit a plan (drop the backups, the
+    ``requires``, the final verify) and recompute it. Planning is pure and deterministic, so the
+    plan is made again from the inventory and must be the same, step for step (its ``inventory``
+    path aside: ``apply --inventory`` may name the same bytes elsewhere).
+    """
+    check_plan_matches(plan, inventory)
+    fresh = build_plan(inventory, plan.mode, plan.scope)
+    given_doc = {k: v for k, v in plan.as_dict().items() if k not in ("inventory", "plan_id")}
+    fresh_doc = {k: v for k, v in fresh.as_dict().items() if k not in ("inventory", "plan_id")}
+    if given_doc == fresh_doc:
+        return
+    raise StalePlanError(
+        "stale or edited plan: it is not what the inventory plans for "
+        f"--mode {plan.mode.value} and its scope: " + "; ".join(_plan_differences(plan, fresh)),
+        target=plan.plan_id,
+        hint=f"make a new plan and review it: orchestrator plan {inventory.path} --mode {plan.mode.value} -o PLAN",
+    )
+
+
+def _plan_differences(given: Plan, fresh: Plan, limit: int = 8) -> list[str]:
+    out: list[str] = []
+    for key in ("mode", "site", "scope", "kept"):
+        if given.as_dict()[key] != fresh.as_dict()[key]:
+            out.append(f"{key} differs")
+    given_steps = {s.id: (w.index, s) for w in given.waves for s in w.steps}
+    fresh_steps = {s.id: (w.index, s) for w in fresh.waves for s in w.steps}
+    for step_id, (wave, _) in sorted(fresh_steps.items(), key=lambda kv: (kv[1][0], kv[0])):
+        if step_id not in given_steps:
+            out.append(f"wave {wave}: step {step_id} is missing")
+    for step_id, (wave, step) in sorted(given_steps.items(), key=lambda kv: (kv[1][0], kv[0])):
+        if step_id not in fresh_steps:
+            out.append(f"wave {wave}: step {step_id} is not in the inventory's plan")
+            continue
+        fresh_wave, fresh_step = fresh_steps[step_id]
+        if fresh_wave != wave:
+            out.append(f"step {step_id} is in wave {wave}, the inventory's plan has it in wave {fresh_wave}")
+        elif step.as_dict() != fresh_step.as_dict():
+            fields = sorted(k for k, v in step.as_dict().items() if fresh_step.as_dict().get(k) != v)
+            out.append(f"wave {wave}: step {step_id} differs ({', '.join(fields)})")
+    if len(given.waves) != len(fresh.waves):
+        out.append(f"{len(given.waves)} waves where the inventory's plan has {len(fresh.waves)}")
+    for g, f in zip(given.waves, fresh.waves, strict=False):
+        if g.phase != f.phase:
+            out.append(f"wave {g.index}: phase {g.phase.value}, the inventory's plan has {f.phase.value}")
+    if len(out) > limit:
+        out = [*out[:limit], f"and {len(out) - limit} more"]
+    return out or ["the documents differ"]
+
+
+def open_forwarder(settings: Settings) -> Forwarder | None:
+    """The off-box copy of a journal, when a syslog collector is configured."""
+    target = settings.syslog_target()
+    if target is None:
+        return None
+    from orchestrator.syslog_copy import SyslogForwarder
+
+    return SyslogForwarder(target)
+
+
+_open_forwarder = open_forwarder  # the name attest.py uses
+
+
+def _journal_key(settings: Settings, *, create: bool) -> bytes:
+    key = journal_key(settings.signing_key_path, create=create)
+    if key is None:
+        raise JournalError(
+            f"the controller key {settings.signing_key_path} does not exist: this run's journal cannot be "
+            "authenticated", target=str(settings.signing_key_path),
+            hint="restore the key from the controller's backup (or use the right --state-dir)")
+    return key
+
+
+def _validated_bytes(inventory: Inventory) -> bytes:
+    """The inventory file's bytes, which must be the ones validated (read once more, then compared)."""
+    try:
+        raw = Path(inventory.path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the inventory again to copy it: {exc.strerror or exc}",
+                         target=inventory.path, hint="check the path") from exc
+    if hashlib.sha256(raw).hexdigest() != inventory.sha256:
+        raise StalePlanError(
+            "the inventory file changed after it was validated", target=inventory.path,
+            hint="validate and plan again; do not edit the inventory while a run starts")
+    return raw
 
 
 def _finish_run(recorder: Recorder, result: RunResult) -> None:
@@ -87,13 +172,18 @@ def start_run(inventory: Inventory, plan: Plan, settings: Settings, options: Run
               argv: list[str] | None = None, run_id: str | None = None) -> RunResult:
     """Run a plan from the start under the state-dir lock; everything is journaled."""
     check_plan_matches(plan, inventory)
+    settings.syslog_target()  # a malformed collector address is bad input (exit 2) before anything exists
     run_id = run_id or new_run_id()
+    tightened = storage.ensure_private_dir(settings.state_dir)
+    inventory_bytes = _validated_bytes(inventory)
     with RunLock(settings.lock_path, run_id, command=" ".join(argv or sys.argv)) as lock:
         run_dir = settings.run_dir(run_id)
-        run_dir.mkdir(parents=True, exist_ok=False)
-        _write_once(run_dir / "plan.json", plan_to_json(plan))
-        _write_once(run_dir / "inventory.yml", Path(inventory.path).read_text(encoding="utf-8"))
-        journal = Journal.create(settings.journal_path(run_id), run_id, secrets=collect_secrets(inventory))
+        storage.private_mkdir(settings.runs_dir)
+        run_dir.mkdir(mode=storage.DIR_MODE, exist_ok=False)
+        storage.atomic_write(run_dir / "plan.json", plan_to_json(plan))
+        storage.atomic_write(run_dir / "inventory.yml", inventory_bytes)
+        journal = Journal.create(settings.journal_path(run_id), run_id, secrets=collect_secrets(inventory),
+                                 key=_journal_key(settings, create=True), forwarder=open_forwarder(settings))
         recorder = Recorder(journal, list(observers))
         try:
             from orchestrator.report import topology_of
@@ -110,6 +200,8 @@ def start_run(inventory: Inventory, plan: Plan, settings: Settings, options: Run
         )
         if lock.stale is not None:
             recorder.emit("lock-taken-over", holder=lock.stale.as_dict())
+        if tightened:
+            recorder.emit("state-dir-tightened", detail=tightened)
         executor = Executor(inventory=inventory, plan=plan, settings=settings, run_id=run_id, run_dir=run_dir,
                             recorder=recorder, options=options, stop_event=stop_event)
         try:
@@ -200,18 +292,31 @@ def resume_run(run_id: str, settings: Settings, options: RunOptions, *, observer
     """Continue a run from its journal: verified steps are not redone; the rest is probed first."""
     run_dir = settings.run_dir(run_id)
     inventory_copy = run_dir / "inventory.yml"
+    read_run(settings, run_id)  # a clear error for an unknown run id, before the lock
+    settings.syslog_target()
+    tightened = storage.ensure_private_dir(settings.state_dir)
     with RunLock(settings.lock_path, run_id, command=f"resume {run_id}") as lock:
-        state = read_run(settings, run_id)
-        plan = state.plan
-        inventory = load_inventory(inventory_copy)
+        # The journal first, verified with the controller key: it is what vouches for the rest.
+        journal = Journal.open_existing(settings.journal_path(run_id), key=_journal_key(settings, create=False),
+                                        forwarder=open_forwarder(settings))
+        try:
+            state = RunState(run_id, [r for r in journal.records() if r.get("type") != "journal-repaired"])
+            plan = state.plan
+            inventory = _inventory_copy(inventory_copy, state.started)
+        except BaseException:
+            journal.close(flush_timeout_s=1.0)
+            raise
         inventory = _with_path(inventory, state.started.get("inventory", str(inventory_copy)))
-        journal = Journal.open_existing(settings.journal_path(run_id), secrets=collect_secrets(inventory))
+        for secret in collect_secrets(inventory):
+            journal.add_secret(secret)
         recorder = Recorder(journal, list(observers))
         recorder.emit("run-resumed", by=options.operator or current_operator(), pid=os.getpid(),
                       host=socket.gethostname(), plan_id=plan.plan_id,
                       verified_before=sorted(k for k, v in state.step_results().items() if v.ok))
         if lock.stale is not None:
             recorder.emit("lock-taken-over", holder=lock.stale.as_dict())
+        if tightened:
+            recorder.emit("state-dir-tightened", detail=tightened)
         prior = {k: v for k, v in state.step_results().items() if v.ok}
         if any(s.id not in prior for s in plan.steps() if s.action is not Action.VERIFY):
             # what this resume changes must pass the final verification again
@@ -221,7 +326,8 @@ def resume_run(run_id: str, settings: Settings, options: RunOptions, *, observer
             options=options, prior=prior, approvals=state.approved_gates, stop_event=stop_event,
             started_mono=time.monotonic() - state.elapsed_before_resume(),
             milestones={r["name"]: float(r["elapsed_s"]) for r in state.records if r.get("type") == "milestone"},
-            quarantined={r["host"]: r["reason"] for r in state.records if r.get("type") == "quarantine"})
+            quarantined={r["host"]: r["reason"] for r in state.records if r.get("type") == "quarantine"},
+            attestations=disconnection_attestations(state.records))
         try:
             result = executor.run()
             if result.interrupted:
@@ -230,6 +336,31 @@ def resume_run(run_id: str, settings: Settings, options: RunOptions, *, observer
         finally:
             journal.close()
     return result
+
+
+def _inventory_copy(path: Path, started: dict[str, Any]) -> Inventory:
+    """The run's inventory copy, read once: its bytes must hash to what the journal recorded at the
+    start, and the same bytes are validated and used."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SafetyInterlock(f"cannot read the run's inventory copy: {exc.strerror or exc}", target=str(path),
+                              hint="the run directory is damaged; start a new run from the site's inventory") from exc
+    expected = started.get("inventory_sha256")
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != expected:
+        raise SafetyInterlock(
+            f"the run's inventory copy was changed after the run started (sha256 {actual[:12]}, the journal "
+            f"recorded {str(expected)[:12]}): refusing to resume on it", target=str(path),
+            hint="keep the directory as evidence; start a new run from the site's inventory (verified steps "
+                 "already in force are recognised, not redone)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SafetyInterlock("the run's inventory copy is not UTF-8", target=str(path)) from exc
+    # relative key_file/known_hosts paths resolve against the original inventory's directory, as at the start
+    original = Path(str(started.get("inventory") or path))
+    return validate_text(text, str(path), base_dir=original.parent).inventory
 
 
 def _with_path(inventory: Inventory, path: str) -> Inventory:
@@ -266,7 +397,9 @@ def selection_from_run(settings: Settings, run_id: str, inventory: Inventory) ->
     state = read_run(settings, run_id)
     plan = state.plan
     results = state.step_results()
-    done = [s for s in plan.steps() if s.id in results and results[s.id].status is StepStatus.VERIFIED]
+    # an unproven isolation is in force all the same (only nothing could prove it): it is undone too
+    done = [s for s in plan.steps() if s.id in results
+            and results[s.id].status in (StepStatus.VERIFIED, StepStatus.UNPROVEN)]
     hosts = sorted({s.target for s in done if s.action is Action.STOP_HOST})
     segments = sorted({s.target for s in done if s.action is Action.ISOLATE_SEGMENT})
     links = sorted({s.target for s in done if s.action is Action.CUT_LINK})

@@ -348,7 +348,7 @@ def settings(tmp_path: Path) -> Settings:
 def test_capture_signs_and_check_is_clean(settings: Settings) -> None:
     runner = FakeRunner(collector_text())
     path = capture_baseline(runner, _inventory(("/opt/app",)), "web1", settings)
-    assert path == settings.baselines_dir / "web1.json"
+    assert path.parent == settings.baselines_dir / "web1" and path.name.endswith("Z.json")
     key_mode = stat.S_IMODE(settings.signing_key_path.stat().st_mode)
     assert key_mode == 0o600 and len(settings.signing_key_path.read_bytes()) == 32
     doc = load_baseline("web1", settings)
@@ -361,7 +361,7 @@ def test_capture_signs_and_check_is_clean(settings: Settings) -> None:
 def test_capture_refuses_to_write_a_baseline_with_a_section_that_failed(settings: Settings) -> None:
     with pytest.raises(IntegrityError, match=r"could not read unit_files \(exit 124\): no baseline was written"):
         capture_baseline(FakeRunner(_unit_files_failed(collector_text(), 124)), _inventory(), "web1", settings)
-    assert not (settings.baselines_dir / "web1.json").exists()
+    assert not list(settings.baselines_dir.glob("web1*/*")) and not (settings.baselines_dir / "web1.json").exists()
 
 
 def test_check_names_every_difference(settings: Settings) -> None:

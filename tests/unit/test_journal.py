@@ -437,3 +437,168 @@ def test_planted_secrets_never_reach_the_file(tmp_path: Path) -> None:
             assert line.encode() not in data
     assert data.count(b"***") >= 5
     assert verify_journal(path).ok
+
+
+# --------------------------------------------------------------------------------------------
+# Keyed chain and the off-box copy (orchestrator/syslog_copy.py)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_keyed_journal_verifies_only_with_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with Journal.create(path, "20260113T053200Z-abcdef", key=b"a" * 32) as j:
+        j.emit("milestone", name="contained", elapsed_s=1.0)
+    assert verify_journal(path, b"a" * 32).authenticated
+    other = verify_journal(path, b"b" * 32)
+    assert not other.ok and "another controller key" in other.problems[0]
+    with pytest.raises(JournalError, match="hmac does not match"):
+        Journal.open_existing(path, key=b"b" * 32)
+
+
+def test_device_output_is_masked_and_capped_once_for_every_string() -> None:
+    from orchestrator.masking import TEXT_CAP, mask_value
+
+    out = mask_value({"reply": "snmp-server community public RO\n" + "é" * 10_000, "password_env": "X"})
+    assert out["reply"].startswith("snmp-server community ***\n") and out["password_env"] == "X"
+    assert out["reply"].endswith(" bytes dropped]") and len(out["reply"].encode()) <= TEXT_CAP + 40
+
+
+class _Collector:
+    """A TCP (optionally TLS) listener on 127.0.0.1 that keeps every octet-counted frame it gets."""
+
+    def __init__(self, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
+        import socket
+        import ssl
+
+        self.frames: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.port = int(self.sock.getsockname()[1])
+        self.context: ssl.SSLContext | None = None
+        if tls is not None:
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(str(tls[0]), str(tls[1]))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import ssl
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                if self.context is not None:
+                    conn = self.context.wrap_socket(conn, server_side=True)
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                    while b" " in data:
+                        size, _, rest = data.partition(b" ")
+                        if len(rest) < int(size):
+                            break
+                        self.frames.append(rest[: int(size)])
+                        data = rest[int(size):]
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_syslog_collector_addresses_are_checked() -> None:
+    from orchestrator.errors import UsageError
+    from orchestrator.syslog_copy import SyslogTarget
+
+    assert SyslogTarget.parse("tcp://127.0.0.1:6514").url == "tcp://127.0.0.1:6514"
+    assert SyslogTarget.parse("tls://127.0.0.1:6514", "/ca.pem").tls
+    for bad in ("udp://127.0.0.1:514", "tcp://127.0.0.1", "127.0.0.1:514", "tcp://h:1/x", "tcp://h:99999"):
+        with pytest.raises(UsageError) as err:
+            SyslogTarget.parse(bad)
+        assert err.value.exit_code == 2
+
+
+def test_the_copy_goes_over_tls_as_rfc5424_frames_whose_message_is_the_journal_line(tmp_path: Path) -> None:
+    from orchestrator.syslog_copy import SyslogForwarder, SyslogTarget
+
+    cert, key = _self_signed(tmp_path)
+    collector = _Collector(tls=(cert, key))
+    try:
+        target = SyslogTarget.parse(f"tls://127.0.0.1:{collector.port}", str(cert))
+        path = tmp_path / "j.jsonl"
+        with Journal.create(path, "20260113T053200Z-abcdef", key=b"k" * 32, forwarder=SyslogForwarder(target)) as j:
+            for i in range(3):
+                j.emit("milestone", name=f"m{i}", note="café")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert len(collector.frames) == 3
+        for frame, line in zip(collector.frames, lines, strict=True):
+            assert frame.startswith(b"<133>1 2") and b" orchestrator " in frame and b" milestone - " in frame
+            assert frame.endswith(line.encode("utf-8"))
+    finally:
+        collector.close()
+
+
+def test_a_collector_with_an_untrusted_certificate_is_refused_and_noted(tmp_path: Path) -> None:
+    from orchestrator.syslog_copy import SyslogForwarder, SyslogTarget
+
+    cert, key = _self_signed(tmp_path)
+    (tmp_path / "other").mkdir()
+    other_ca, _ = _self_signed(tmp_path / "other")  # a CA that did not sign the collector's certificate
+    collector = _Collector(tls=(cert, key))
+    try:
+        target = SyslogTarget.parse(f"tls://127.0.0.1:{collector.port}", str(other_ca))
+        path = tmp_path / "j.jsonl"
+        with Journal.create(path, "r", forwarder=SyslogForwarder(target)) as j:
+            j.emit("milestone", name="m")
+            j.close(flush_timeout_s=0.5)
+        records = read_journal(path)
+        assert collector.frames == []
+        down = [r for r in records if r["type"] == "syslog-unavailable"]
+        assert len(down) == 1 and "CERTIFICATE_VERIFY_FAILED" in down[0]["error"]
+        assert records[-1]["type"] == "syslog-undelivered"
+    finally:
+        collector.close()
+
+
+def test_a_collector_that_comes_back_gets_every_record_in_order_and_the_outage_is_noted_once(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.syslog_copy import SyslogForwarder, SyslogTarget, wait_until
+
+    port = _free_port()
+    forwarder = SyslogForwarder(SyslogTarget.parse(f"tcp://127.0.0.1:{port}"), backoff=(0.05, 0.2))
+    path = tmp_path / "j.jsonl"
+    j = Journal.create(path, "r", forwarder=forwarder)
+    for i in range(20):
+        j.emit("milestone", name=f"m{i}")
+    assert wait_until(lambda: any(r["type"] == "syslog-unavailable" for r in j.records()), 5.0)
+    collector = _Collector(port)
+    try:
+        j.close(flush_timeout_s=5.0)
+        lines = path.read_text().splitlines()
+        kinds = [json.loads(ln)["type"] for ln in lines]
+        assert kinds.count("syslog-unavailable") == 1 and "syslog-undelivered" not in kinds
+        assert [f.split(b" - ", 1)[1].decode() for f in collector.frames] == lines
+    finally:
+        collector.close()
