@@ -44,6 +44,9 @@ class Credential:
     password_env: str | None = None
     known_hosts: str | None = None
     connect_timeout_s: float | None = None  # connect, banner and auth; None: the driver's default (5 s)
+    # A password (password_env) may be sent to a host presumed compromised (restore-time checks)
+    # only when the credential says so; key-based credentials need no opt-in.
+    allow_password_on_suspect_hosts: bool = False
 
     def connect_timeout(self, default_s: float) -> float:
         """This credential's connect timeout, or the caller's default when it sets none."""
@@ -291,6 +294,9 @@ class Plan:
 class StepStatus(StrEnum):
     VERIFIED = "verified"  # done (or already in force) and proven by an independent probe
     FAILED = "failed"  # attempted, and the probe says it did not happen
+    # done as far as the device says (the rule is in its running config), but no independent probe
+    # could prove it (e.g. no host of the segment answered to probe from): never counted as verified
+    UNPROVEN = "unproven"
     SKIPPED = "skipped"  # not attempted because something it requires failed
     PENDING = "pending"  # not reached (interrupted)
     DRY_RUN = "dry-run"

@@ -51,6 +51,7 @@ OUTCOME_COLOURS: dict[str, str] = {
     "quarantined": "#ea580c",
     "not-stopped": "#9333ea",
     "not-restored": "#9333ea",
+    "isolation-unproven": "#c026d3",
     "started": "#0891b2",
     "dry-run": "#a8a29e",
     "out-of-scope": "#e2e8f0",
@@ -58,6 +59,7 @@ OUTCOME_COLOURS: dict[str, str] = {
 STATUS_COLOURS: dict[str, str] = {
     "verified": "#16a34a",
     "failed": "#dc2626",
+    "unproven": "#c026d3",
     "skipped": "#9333ea",
     "pending": "#a8a29e",
     "dry-run": "#94a3b8",
@@ -150,6 +152,38 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Clearance:
+    """How a host that had not passed its checks was cleared before its segment came back: its power
+    driver proved it off, or a person attested its physical disconnection (not verified by the tool)."""
+
+    host: str
+    segment: str
+    how: str  # power-driver | attestation
+    text: str  # "power driver: off" | "attested by X: physically disconnected, not verified"
+    quarantined: bool
+    at: Moment
+
+
+@dataclass(frozen=True)
+class Attestation:
+    host: str
+    claim: str
+    by: str
+    reason: str
+    operator: str
+    evidence_sha256: str
+    evidence_file: str
+    at: Moment
+
+
+@dataclass(frozen=True)
+class ObserverError:
+    observer: str
+    error: str
+    at: Moment
+
+
+@dataclass(frozen=True)
 class Milestone:
     name: str
     at: Moment
@@ -215,6 +249,10 @@ class Report:
     approvals: tuple[Approval, ...]
     escalations: tuple[TimelineEntry, ...]
     findings: tuple[Finding, ...]
+    unproven: tuple[StepRecord, ...]
+    clearances: tuple[Clearance, ...]
+    attestations: tuple[Attestation, ...]
+    observer_errors: tuple[ObserverError, ...]
     measures: tuple[str, ...]
     affected_services: tuple[str, ...]
     interruptions: tuple[TimelineEntry, ...]
@@ -413,6 +451,14 @@ def _summary(record: Mapping[str, Any]) -> str:
         return f"run finished: {_str(g('status'))}" + (f" ({detail})" if detail else "")
     if t == "integrity-finding":
         return f"integrity: {_str(g('host'))}: {_str(g('category'))} {_str(g('path'))}"
+    if t == "attestation":
+        return (f"attestation: {_str(g('host'))} {_str(g('claim'))}, by {_str(g('by'), '?')} "
+                f"(as {_str(g('operator'), '?')}): {_str(g('reason'))}")
+    if t == "clearance":
+        return f"{_str(g('host'))} cleared for reconnecting {_str(g('segment'))}: {_str(g('text'))}"
+    if t == "observer-error":
+        return (f"observer {_str(g('observer'))} failed ({_str(g('error_type'))}: {_str(g('message'))}); "
+                "the run went on")
     if t == "journal-repaired":
         return f"journal repaired: a torn last line was moved to {_str(g('torn_file'))}"
     if t == "lock-taken-over":
@@ -556,7 +602,9 @@ def _host_outcomes(
     mode: str,
     management: str,
     quarantined: Mapping[str, Mapping[str, Any]],
+    clearances: Mapping[str, Clearance] | None = None,
 ) -> list[HostOutcome]:
+    clearances = clearances or {}
     by_id = {s.step_id: s for s in steps}
     by_action: dict[tuple[str, str], StepRecord] = {(s.action, s.target): s for s in steps}
     host_info: Mapping[str, Mapping[str, Any]] = topology.get("hosts", {})
@@ -578,6 +626,11 @@ def _host_outcomes(
             off = "powered off again" if q.get("powered_off") else "NOT powered off: it stays isolated"
             outcome, why = "quarantined", f"{_str(q.get('reason'), 'quarantined')} ({off})"
             evidence = integrity.evidence if integrity else {}
+            if name in clearances:
+                c = clearances[name]
+                why += f"; cleared for reconnecting segment {c.segment}: {c.text}"
+            elif reconnect is not None and reconnect.status != "verified":
+                why += f"; segment {segment} held isolated ({reconnect.status})"
         elif start or integrity or health:
             if (integrity and integrity.status == "failed") or found:
                 paths = ", ".join(f"{f.category} {f.path}" for f in found[:10])
@@ -644,6 +697,10 @@ def _host_outcomes(
             elif isolate.status == "failed":
                 outcome, why = "failed", f"segment {segment} isolation failed: {isolate.error or ''}"
                 evidence = isolate.evidence
+            elif isolate.status == "unproven":
+                outcome, why = "isolation-unproven", (
+                    f"segment {segment} isolation UNPROVEN (not verified): {isolate.error or 'no probe from inside'}")
+                evidence = isolate.evidence
             else:
                 outcome, why = "running", f"segment {segment} isolation {isolate.status}"
         elif segment and segment == management:
@@ -652,6 +709,9 @@ def _host_outcomes(
             outcome, why = "kept-running", kept[name]
         else:
             outcome, why = "out-of-scope", "no step of this run concerns it"
+        if name in clearances and name not in quarantined:
+            c = clearances[name]
+            why += f"; cleared for reconnecting segment {c.segment}: {c.text}"
         tier = info.get("tier")
         out.append(
             HostOutcome(
@@ -729,6 +789,9 @@ def build_report(
     interruptions: list[TimelineEntry] = []
     finish_rec: Mapping[str, Any] | None = None
     quarantined: dict[str, Mapping[str, Any]] = {}
+    clearances: dict[str, Clearance] = {}
+    attestations: list[Attestation] = []
+    observer_errors: list[ObserverError] = []
     for record in records:
         t = _str(record.get("type"))
         at = clock.of(record)
@@ -777,6 +840,21 @@ def build_report(
             interruptions.append(timeline[-1])
         elif t == "quarantine":
             quarantined[_str(record.get("host"))] = record
+        elif t == "clearance":
+            clearances[_str(record.get("host"))] = Clearance(
+                host=_str(record.get("host")), segment=_str(record.get("segment")), how=_str(record.get("how")),
+                text=_str(record.get("text")), quarantined=bool(record.get("quarantined")), at=at)
+        elif t == "attestation":
+            evidence = record.get("evidence") if isinstance(record.get("evidence"), Mapping) else {}
+            assert isinstance(evidence, Mapping)
+            attestations.append(Attestation(
+                host=_str(record.get("host")), claim=_str(record.get("claim")), by=_str(record.get("by"), "?"),
+                reason=_str(record.get("reason")), operator=_str(record.get("operator")),
+                evidence_sha256=_str(evidence.get("sha256")), evidence_file=_str(evidence.get("file")), at=at))
+        elif t == "observer-error":
+            observer_errors.append(ObserverError(
+                observer=_str(record.get("observer"), "?"),
+                error=f"{_str(record.get('error_type'))}: {_str(record.get('message'))}", at=at))
         elif t == "run-finished":
             finish_rec = record
 
@@ -835,7 +913,7 @@ def build_report(
         return m.elapsed_s if m else None
 
     # -- outcomes --------------------------------------------------------------------------
-    hosts = _host_outcomes(topology, steps, findings, kept, mode, management, quarantined)
+    hosts = _host_outcomes(topology, steps, findings, kept, mode, management, quarantined, clearances)
     kept_hosts = tuple(h for h in hosts if h.name in kept and h.outcome in ("kept-running", "isolated", "running"))
     failures = tuple(s for s in steps if s.status == "failed")
     measures = _measures(steps, topology, hosts)
@@ -889,6 +967,10 @@ def build_report(
         approvals=tuple(approvals),
         escalations=tuple(escalations),
         findings=tuple(findings),
+        unproven=tuple(s for s in steps if s.status == "unproven"),
+        clearances=tuple(sorted(clearances.values(), key=lambda c: (c.segment, c.host))),
+        attestations=tuple(attestations),
+        observer_errors=tuple(observer_errors),
         measures=measures,
         affected_services=affected,
         interruptions=tuple(interruptions),
@@ -927,6 +1009,9 @@ def _measures(
         if step.status == "verified":
             verb = "cut" if step.action == "cut-link" else ""
             out.append(f"{what} {verb} at {when} (verified)".replace("  ", " "))
+        elif step.status == "unproven":
+            out.append(f"UNPROVEN: {what} at {when}: in the device's running config, but not proven by any probe "
+                       f"(not verified){': ' + step.error if step.error else ''}")
         else:
             out.append(f"NOT IN FORCE: {what} ({step.status}{': ' + step.error if step.error else ''})")
     stopped = [h.name for h in hosts if h.outcome == "stopped"]
@@ -1300,6 +1385,29 @@ def _timeline_layout(report: Report) -> dict[str, Any]:
         "chart_right": label_w + chart_w,
         "legend": legend,
     }
+
+
+def _layout_data(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _layout_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _layout_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_layout_data(v) for v in value]
+    return value
+
+
+def graph_layout(report: Report) -> dict[str, Any]:
+    """The dependency graph's geometry as plain data (boxes, edges, tier labels, legend): what the HTML
+    report draws, for the live board to draw the same picture (one layout, two renderers)."""
+    out: dict[str, Any] = _layout_data(_graph_layout(report))
+    return out
+
+
+def timeline_layout(report: Report) -> dict[str, Any]:
+    """The step timeline's geometry as plain data (bars, ticks, milestone marks), as :func:`graph_layout`."""
+    out: dict[str, Any] = _layout_data(_timeline_layout(report))
+    return out
 
 
 def _md_cell(value: Any) -> str:

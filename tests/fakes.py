@@ -28,7 +28,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,6 +56,7 @@ class FakeHost:
     management_address: str
     powered: bool = True
     sshd: bool = True  # sshd runs (answers on port 22) while the host is powered
+    drops_icmp: bool = False  # a firewall inside drops echo requests (with sshd stopped: "playing dead")
     ignores_stop: bool = False  # the stop playbook reports success, the host keeps running
     ignores_graceful_power_off: bool = False  # the out-of-band "power button" does nothing
     power_on_fails: bool = False  # out-of-band power on raises DriverError
@@ -157,7 +158,7 @@ class FakeCampus:
 
     def icmp_answers(self, address: str) -> bool:
         host = self.host_at(address)
-        return bool(host is not None and host.powered)
+        return bool(host is not None and host.powered and not host.drops_icmp)
 
     def reaches(self, from_host: FakeHost, address: str) -> bool:
         with self.lock:
@@ -263,6 +264,9 @@ class FakeSshDriver:
         ok = bool(answers) and all(answers.values())
         return CommandResult(address, command, 0 if ok else 1, _ping_lines(answers), "", 0.01)
 
+    def treat_as_suspect(self, hosts: Iterable[str]) -> None:
+        self.suspect = frozenset(hosts)
+
     def port_open(self, address: str, port: int = 22, timeout_s: float = 1.0) -> bool:
         host = self.campus.host_at(address)
         return bool(host is not None and port == 22 and host.ssh_up)
@@ -280,7 +284,7 @@ class FakeSshDriver:
             answers = {t: self.campus.reaches(fake, t) for t in _ping_targets(command)}
             return result(0 if answers and all(answers.values()) else 1, _ping_lines(answers))
         if command.startswith("systemctl is-active "):
-            units = command.split()[2:]
+            units = [u for u in command.split()[2:] if u != "--"]
             return result(0, "".join(f"{fake.services.get(u, 'inactive')}\n" for u in units))
         if command == "ss -ltnH":
             return result(0, "".join(f"LISTEN 0 128 0.0.0.0:{p} 0.0.0.0:*\n" for p in sorted(fake.ports)))

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
+LAB_FIXTURES = {"lab_up_status", "lab_status", "lab_run", "lab_ssh", "lab_host", "lab_ssh_config"}
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.adversarial)
+            if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+                item.add_marker(pytest.mark.lab)  # `-m "not lab"` never builds the lab by surprise

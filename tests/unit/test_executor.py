@@ -543,7 +543,10 @@ def test_a_quarantined_host_that_cannot_be_powered_off_keeps_its_segment_isolate
     assert ran.result.quarantined == {"db1": "integrity: users intruder"}
     res = ran.result.results["reconnect-segment:srv"]
     assert res.status is StepStatus.FAILED
-    assert res.error == "hosts of srv neither passed their checks nor are safely off: db1"
+    assert (res.error or "").startswith("hosts of srv neither passed their checks nor are safely off: db1; ")
+    assert "orchestrator attest" in (res.error or "")
+    assert res.evidence["why"] == {"db1": "its power driver does not prove it off (power: running, "
+                                          "ssh_port_22: not probed (power on))"}
     assert ("isolate-segment", "srv") in campus.rules["core"]
     assert ("apply", "core", "reconnect-segment", "srv") not in campus.log
 
@@ -600,3 +603,178 @@ def test_a_host_the_stop_driver_refuses_is_failed_never_powered_off_out_of_band(
     assert "interlock" in (res.error or "") and "ws1" in (res.error or "")
     assert not [e for e in campus.entries("power_off") if e[1] == "ws1"]
     assert campus.hosts["ws1"].powered and not ran.of("escalation")
+
+
+# --------------------------------------------------------------------------------------------
+# observers, unproven isolation, quarantined hosts that play dead (issue 12: findings 1, 13, 5)
+# --------------------------------------------------------------------------------------------
+
+
+def test_an_observer_that_raises_is_journaled_once_and_the_run_goes_on(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path
+) -> None:
+    seen: list[str] = []
+
+    def fragile_view(record: dict[str, Any]) -> None:
+        seen.append(str(record["type"]))
+        if record["type"] == "step-finished":
+            raise ValueError("closing tag '[/b]' at position 3 doesn't match any open tag")
+
+    settings = Settings(state_dir=tmp_path / "state", state_dir_source="cli", forks=8)
+    run_id = "20260113T053200Z-observer"
+    run_dir = settings.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    journal = Journal.create(settings.journal_path(run_id), run_id)
+    recorder = Recorder(journal, [fragile_view])
+    try:
+        result = Executor(inventory=inventory, plan=build_plan(inventory, Mode.CONTAIN), settings=settings,
+                          run_id=run_id, run_dir=run_dir, recorder=recorder, options=OPTIONS).run()
+    finally:
+        journal.close()
+    records = read_journal(settings.journal_path(run_id))
+    assert result.status == "completed", result.left
+    (error,) = [r for r in records if r["type"] == "observer-error"]
+    assert error["observer"] == "fragile_view" and error["error_type"] == "ValueError"
+    assert "[/b]" in error["message"] and error["event_type"] == "step-finished"
+    finished = [r for r in records if r["type"] == "step-finished"]
+    assert len(finished) == len(build_plan(inventory, Mode.CONTAIN).steps()) > 1
+    assert recorder.observer_errors == {"fragile_view": len(finished)}, "every later error is counted"
+    assert seen.count("step-finished") == len(finished), "the view still gets every event"
+
+
+def test_a_failing_journal_still_ends_the_run(inventory: Inventory, campus: FakeCampus, tmp_path: Path) -> None:
+    from orchestrator.errors import JournalError
+
+    class BrokenJournal:
+        def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+            raise JournalError("disk full", target="journal.jsonl")
+
+    settings = Settings(state_dir=tmp_path / "state", state_dir_source="cli", forks=8)
+    executor = Executor(inventory=inventory, plan=build_plan(inventory, Mode.CONTAIN), settings=settings,
+                        run_id="r", run_dir=tmp_path / "run", recorder=Recorder(BrokenJournal()), options=OPTIONS)
+    with pytest.raises(JournalError):
+        executor.run()
+
+
+def test_isolation_of_a_segment_where_no_host_answers_is_unproven_never_verified(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path
+) -> None:
+    for name in ("app1", "ws1"):  # every host of clin is off before the containment
+        campus.hosts[name].powered = False
+    ran = execute(inventory, build_plan(inventory, Mode.CONTAIN), tmp_path)
+    res = ran.result.results["isolate-segment:clin"]
+    assert res.status is StepStatus.UNPROVEN and not res.ok
+    assert "no host of clin answered" in (res.error or "")
+    assert res.evidence["rule_in_running_config"] is True and res.evidence["after"]["probe_host"] is None
+    assert ran.finished["isolate-segment:clin"]["status"] == "unproven"
+    assert ran.status("isolate-segment:srv") is StepStatus.VERIFIED, "segments with a probe host are proven"
+    assert ("isolate-segment", "clin") in campus.rules["core"], "the rule is sent all the same"
+    assert ran.result.status == "unproven" and ran.result.exit_code == 1
+    assert [s for s, _ in ran.result.left] == ["isolate-segment:clin"]
+    assert ran.result.left[0][1].startswith("unproven: isolation unproven")
+    assert "contained" not in [m["name"] for m in ran.of("milestone")], "containment is not proven"
+
+
+def test_a_resumed_contain_proves_an_unproven_isolation_once_a_host_answers(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path
+) -> None:
+    for name in ("app1", "ws1"):
+        campus.hosts[name].powered = False
+    plan = build_plan(inventory, Mode.CONTAIN)
+    first = execute(inventory, plan, tmp_path)
+    assert first.status("isolate-segment:clin") is StepStatus.UNPROVEN
+    campus.hosts["app1"].powered = True
+    prior = {k: v for k, v in first.result.results.items() if v.ok}
+    settings = Settings(state_dir=tmp_path / "state2", state_dir_source="cli", forks=8)
+    run_dir = settings.run_dir("again")
+    run_dir.mkdir(parents=True)
+    journal = Journal.create(settings.journal_path("again"), "again")
+    try:
+        result = Executor(inventory=inventory, plan=plan, settings=settings, run_id="again", run_dir=run_dir,
+                          recorder=Recorder(journal), options=OPTIONS, prior=prior).run()
+    finally:
+        journal.close()
+    assert result.results["isolate-segment:clin"].status is StepStatus.VERIFIED
+    assert result.results["isolate-segment:clin"].already is True, "not applied twice"
+    assert result.status == "completed"
+
+
+def _quarantine_without_power_driver(tmp_path: Path, campus: FakeCampus) -> tuple[Inventory, Ran]:
+    """db1 has no power driver, runs (contained, never stopped), and fails its integrity check."""
+    manual = variant(tmp_path, "tier: 1, depends_on: [ad1], services: [db], power: lab",
+                     "tier: 1, depends_on: [ad1], services: [db], power: manual")
+    campus.contained()
+    campus.integrity_findings["db1"] = (Difference("files", "/usr/local/bin/updater", "added"),)
+    ran = execute(manual, build_plan(manual, Mode.RESTORE), tmp_path,
+                  RunOptions(**{**OPTIONS.__dict__, "approve": ApprovalPolicy.ALL}))
+    return manual, ran
+
+
+def _again(inventory: Inventory, first: Ran, tmp_path: Path, **extra: Any) -> Ran:
+    """The same plan again, as resume does: what was ok is not redone; quarantines carried over."""
+    settings = Settings(state_dir=tmp_path / f"state-{next(_run_ids)}", state_dir_source="cli", forks=8)
+    run_id = f"20260113T063200Z-again{next(_run_ids):02d}"
+    run_dir = settings.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    journal = Journal.create(settings.journal_path(run_id), run_id)
+    try:
+        result = Executor(inventory=inventory, plan=first.result.plan, settings=settings, run_id=run_id,
+                          run_dir=run_dir, recorder=Recorder(journal),
+                          options=RunOptions(**{**OPTIONS.__dict__, "approve": ApprovalPolicy.ALL}),
+                          prior={k: v for k, v in first.result.results.items() if v.ok},
+                          quarantined=first.result.quarantined, **extra).run()
+    finally:
+        journal.close()
+    return Ran(result, read_journal(settings.journal_path(run_id)), run_dir)
+
+
+def test_a_quarantined_host_without_power_driver_that_plays_dead_keeps_its_segment_isolated(
+    campus: FakeCampus, tmp_path: Path
+) -> None:
+    manual, first = _quarantine_without_power_driver(tmp_path, campus)
+    assert first.result.quarantined == {"db1": "integrity: files /usr/local/bin/updater"}
+    assert first.status("reconnect-segment:srv") is StepStatus.FAILED
+    # the compromised host now plays dead: sshd stopped, echo requests dropped, still running
+    campus.hosts["db1"].sshd = False
+    campus.hosts["db1"].drops_icmp = True
+    again = _again(manual, first, tmp_path)
+    res = again.result.results["reconnect-segment:srv"]
+    assert res.status is StepStatus.FAILED, "SSH closed and no ping is not proof of off"
+    assert res.evidence["blocking_hosts"] == ["db1"]
+    assert "no power driver can prove it off" in res.evidence["why"]["db1"]
+    assert "orchestrator attest" in (res.error or "")
+    assert ("isolate-segment", "srv") in campus.rules["core"]
+    assert ("apply", "core", "reconnect-segment", "srv") not in campus.log
+    assert again.result.exit_code == 1 and not again.of("clearance")
+
+
+def test_an_attested_disconnection_clears_the_quarantined_host_and_its_segment_comes_back(
+    campus: FakeCampus, tmp_path: Path
+) -> None:
+    manual, first = _quarantine_without_power_driver(tmp_path, campus)
+    campus.hosts["db1"].sshd = False
+    campus.hosts["db1"].drops_icmp = True
+    attestation = {"type": "attestation", "host": "db1", "claim": "physically-disconnected", "by": "Jan Peeters",
+                   "reason": "cable pulled at ANT-SRV-SW2 port 14", "operator": "jan@laptop", "seq": 99,
+                   "ts": "2026-01-13T10:00:00Z", "evidence": None}
+    again = _again(manual, first, tmp_path, attestations={"db1": attestation})
+    res = again.result.results["reconnect-segment:srv"]
+    assert res.status is StepStatus.VERIFIED
+    assert res.evidence["cleared"] == {"db1": "attested by Jan Peeters: physically disconnected, not verified"}
+    (clearance,) = again.of("clearance")
+    assert clearance["host"] == "db1" and clearance["how"] == "attestation" and clearance["quarantined"] is True
+    assert clearance["attestation"]["by"] == "Jan Peeters"
+    assert ("isolate-segment", "srv") not in campus.rules["core"]
+
+
+def test_a_quarantined_host_its_power_driver_proves_off_is_cleared_by_the_power_driver(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path
+) -> None:
+    campus.shut_down()
+    campus.integrity_findings["db1"] = (Difference("files", "/usr/local/bin/updater", "added"),)
+    ran = execute(inventory, build_plan(inventory, Mode.RESTORE), tmp_path,
+                  RunOptions(**{**OPTIONS.__dict__, "approve": ApprovalPolicy.ALL}))
+    cleared = {r["host"]: r for r in ran.of("clearance")}
+    assert cleared["db1"]["how"] == "power-driver" and cleared["db1"]["text"] == "power driver: off"
+    assert cleared["db1"]["quarantined"] is True and cleared["db1"]["evidence"]["power"] == "stopped"
+    assert ran.result.results["reconnect-segment:srv"].evidence["cleared"]["db1"] == "power driver: off"

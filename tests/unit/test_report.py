@@ -564,3 +564,103 @@ def test_dry_runs_and_lab_drills_say_so(tmp_path: Path, small_inventory: Invento
     notes = build_report(read_journal(tmp_path / "j.jsonl")).notes
     assert any(n.startswith("DRY RUN") for n in notes)
     assert any("drill, not an incident" in n for n in notes)
+
+
+# --------------------------------------------------------------------------------------------
+# unproven isolation and how held-back hosts were cleared (issue 12: findings 13 and 5), from real
+# executor runs on the in-memory campus of tests/fakes.py
+# --------------------------------------------------------------------------------------------
+
+
+def _fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, shape: Any, inventory_text: str = "",
+              attestations: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    from fakes import FakeCampus
+
+    from orchestrator.config import Settings
+    from orchestrator.executor import ApprovalPolicy, Executor, Recorder, RunOptions
+    from orchestrator.inventory import load_inventory
+    from orchestrator.model import Mode
+    from orchestrator.planner import build_plan
+
+    source = Path(__file__).resolve().parents[1] / "data" / "fake-campus.yml"
+    path = tmp_path / "campus.yml"
+    path.write_text(inventory_text or source.read_text(encoding="utf-8"), encoding="utf-8")
+    inventory = load_inventory(path)
+    campus = FakeCampus(inventory).install(monkeypatch)
+    shape(campus)
+    settings = Settings(state_dir=tmp_path / "state", state_dir_source="cli", forks=8)
+    run_id = "20260113T053200Z-fake01"
+    run_dir = settings.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    journal = Journal.create(settings.journal_path(run_id), run_id)
+    plan = build_plan(inventory, Mode(mode))
+    journal.emit("run-started", operator="alice@ward", mode=mode, plan_id=plan.plan_id, plan=plan.as_dict(),
+                 site=inventory.site.name, timezone="Europe/Brussels", topology=topology_of(inventory))
+    options = RunOptions(forks=8, operator="alice@ward", stop_timeout_s=1.0, start_timeout_s=1.0,
+                         power_off_timeout_s=1.0, approve=ApprovalPolicy.ALL)
+    try:
+        result = Executor(inventory=inventory, plan=plan, settings=settings, run_id=run_id, run_dir=run_dir,
+                          recorder=Recorder(journal), options=options, attestations=attestations).run()
+        journal.emit("run-finished", status=result.status, left=[{"step_id": s, "reason": r} for s, r in result.left])
+    finally:
+        journal.close()
+    return read_journal(settings.journal_path(run_id))
+
+
+def test_an_unproven_isolation_is_reported_as_unproven_never_as_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def clin_off(campus: Any) -> None:
+        for name in ("app1", "ws1"):
+            campus.hosts[name].powered = False
+
+    report = build_report(_fake_run(tmp_path, monkeypatch, "contain", clin_off))
+    assert report.status == "unproven"
+    assert [s.step_id for s in report.unproven] == ["isolate-segment:clin"]
+    assert report.time_to_containment_s is None, "containment is not proven"
+    (measure,) = [m for m in report.measures if "segment clin" in m]
+    assert measure.startswith("UNPROVEN: segment clin isolated") and "(verified)" not in measure
+    outcomes = {h.name: h for h in report.hosts}
+    assert outcomes["app1"].outcome == "isolation-unproven" and "UNPROVEN" in outcomes["app1"].why
+    md = render_report(report, "md")
+    section = md.split("## Unproven (not verified)", 1)[1].split("##", 1)[0]
+    assert "`isolate-segment:clin`" in section and "no host of clin answered" in section
+    html = render_report(report, "html")
+    assert 'id="unproven"' in html and "isolate-segment:clin" in html.split('id="unproven"', 1)[1].split("<h2", 1)[0]
+    doc = json.loads(render_report(report, "json"))
+    assert [s["step_id"] for s in doc["unproven"]] == ["isolate-segment:clin"]
+    assert {s["step_id"]: s["status"] for s in doc["steps"]}["isolate-segment:clin"] == "unproven"
+
+
+def test_the_report_says_how_each_held_back_host_was_cleared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = (Path(__file__).resolve().parents[1] / "data" / "fake-campus.yml").read_text(encoding="utf-8")
+    manual = source.replace("tier: 1, depends_on: [ad1], services: [db], power: lab",
+                            "tier: 1, depends_on: [ad1], services: [db], power: manual")
+    assert manual != source
+
+    def tampered(campus: Any) -> None:
+        from orchestrator.integrity import Difference
+
+        campus.contained()
+        campus.integrity_findings["db1"] = (Difference("files", "/usr/local/bin/updater", "added"),)
+        campus.integrity_findings["triage1"] = (Difference("users", "intruder", "added"),)
+
+    attested = {"db1": {"type": "attestation", "host": "db1", "claim": "physically-disconnected",
+                        "by": "Jan Peeters", "reason": "cable pulled", "operator": "jan@laptop"}}
+    report = build_report(_fake_run(tmp_path, monkeypatch, "restore", tampered, manual, attested))
+    cleared = {c.host: c for c in report.clearances}
+    assert cleared["db1"].text == "attested by Jan Peeters: physically disconnected, not verified"
+    assert cleared["db1"].how == "attestation" and cleared["db1"].quarantined
+    assert cleared["triage1"].text == "power driver: off" and cleared["triage1"].how == "power-driver"
+    outcomes = {h.name: h for h in report.hosts}
+    assert outcomes["db1"].outcome == "quarantined"
+    assert outcomes["db1"].why.endswith("cleared for reconnecting segment srv: attested by Jan Peeters: "
+                                        "physically disconnected, not verified")
+    assert outcomes["triage1"].why.endswith("cleared for reconnecting segment ed: power driver: off")
+    for fmt in ("md", "html"):
+        text = render_report(report, fmt)
+        assert "attested by Jan Peeters: physically disconnected, not verified" in text
+        assert "power driver: off" in text
+    doc = json.loads(render_report(report, "json"))
+    assert {c["host"]: c["text"] for c in doc["clearances"]} == {
+        "db1": "attested by Jan Peeters: physically disconnected, not verified", "triage1": "power driver: off"}

@@ -1,0 +1,91 @@
+"""Helpers for the adversarial run tests (output, quarantine, isolation, attest): the console script as
+an operator runs it, the journal of a run, and putting the lab back as it was (every machine running,
+no isolation or cut in force). Not a test module."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.journal import read_journal
+from orchestrator.model import Inventory
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = str(REPO / ".venv" / "bin" / "orchestrator")
+LAB_YML = REPO / "inventories" / "lab.yml"
+TERMINAL_WIDTH = "100"  # the progress view renders as on an operator's terminal (not --json)
+
+
+def orch(state_dir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORCHESTRATOR_STATE_DIR": str(state_dir), "COLUMNS": TERMINAL_WIDTH, "TERM": "xterm"}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
+                          timeout=timeout, cwd=REPO, check=False)
+
+
+def run_ids(state_dir: Path) -> list[str]:
+    runs = state_dir / "runs"
+    return sorted(p.name for p in runs.iterdir()) if runs.exists() else []
+
+
+def records(state_dir: Path, run_id: str) -> list[dict[str, Any]]:
+    return read_journal(state_dir / "runs" / run_id / "journal.jsonl")
+
+
+def finished(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["step_id"]: r for r in recs if r["type"] == "step-finished"}
+
+
+def lab_variant(tmp_path: Path, name: str, *replacements: tuple[str, str]) -> Path:
+    """A copy of inventories/lab.yml with exact text replacements (each must match once)."""
+    text = LAB_YML.read_text(encoding="utf-8")
+    for old, new in replacements:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def wait_port(address: str, port: int, *, up: bool, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, port), timeout=1).close()
+            if up:
+                return
+        except OSError:
+            if not up:
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"{address}:{port} did not become {'open' if up else 'closed'} in {timeout} s")
+
+
+def restore_lab(inv: Inventory, power_cycle: tuple[str, ...] = ()) -> None:
+    """Every machine running (``power_cycle`` ones rebooted: what was stopped or firewalled inside is
+    gone), no isolation or cut in force."""
+    from orchestrator.drivers.netmiko import NetmikoDriver
+    from orchestrator.drivers.power import LabPower
+
+    power = LabPower()
+    for name in power_cycle:
+        if power.state(name) != "stopped":
+            power.power_off(name, graceful=False)
+    for host in inv.hosts.values():
+        if power.state(host.name) == "stopped":
+            power.power_on(host.name)
+    net = NetmikoDriver(inv)
+    try:
+        for seg in inv.segments.values():
+            if seg.gateway and net.is_in_force(seg.gateway, "isolate-segment", seg.name):
+                net.apply(seg.gateway, "reconnect-segment", seg.name)
+        for link in inv.links.values():
+            if net.is_in_force(link.device, "cut-link", link.name):
+                net.apply(link.device, "restore-link", link.name)
+    finally:
+        net.close()
+    for host in inv.hosts.values():
+        wait_port(str(host.management_address), 22, up=True)
