@@ -1,0 +1,155 @@
+"""Out-of-band power controllers: a vCenter/ESXi endpoint, a Redfish BMC, an IPMI BMC.
+
+A ``PowerController`` describes one controller (where, how to log in, how to trust its TLS); the
+drivers (``vsphere.VSpherePower``, ``redfish.RedfishPower``, ``ipmi.IpmiLanPower``) take one and
+expose the same shape as ``orchestrator.drivers.power``: ``state(target)``, ``power_off(target,
+graceful)``, ``power_on(target)``, plus ``close()`` (log out) and ``evidence(target)`` (what the last
+operation on that target saw: task results, fault types, chosen reset types). A target is a VM name
+or moref (vSphere), a Systems member id (Redfish) or the host's own name (IPMI: one BMC per server).
+
+The password is a reference (an environment variable or a file), read when a session opens; it never
+appears in an exception, a log or evidence (``scrub`` removes it from any text taken from a library).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote, quote_plus, urlsplit
+
+from orchestrator.errors import AuthFailedError, DriverError
+
+if TYPE_CHECKING:
+    from orchestrator.drivers.ipmi import IpmiLanPower
+    from orchestrator.drivers.redfish import RedfishPower
+    from orchestrator.drivers.vsphere import VSpherePower
+
+ControllerType = Literal["vsphere", "redfish", "ipmi"]
+CONTROLLER_TYPES: tuple[ControllerType, ...] = ("vsphere", "redfish", "ipmi")
+DEFAULT_PORTS: dict[ControllerType, int] = {"vsphere": 443, "redfish": 443, "ipmi": 623}
+
+
+class GracefulRefusedError(DriverError):
+    """A graceful power off is impossible for this target now (no VMware Tools, no GracefulShutdown):
+    nothing was sent. The caller escalates to a hard power off."""
+
+    code = "graceful-refused"
+
+
+class NotSupportedError(DriverError):
+    """The endpoint does not implement the operation (e.g. vcsim has no ShutdownHost_Task)."""
+
+    code = "not-supported"
+
+
+@dataclass(frozen=True)
+class PowerController:
+    """One power controller. ``address`` is a host name or IP address; ``port`` and ``scheme`` default
+    by type (443 https, IPMI 623). ``http`` is refused unless ``allow_http`` (a lab simulator)."""
+
+    name: str
+    type: ControllerType
+    address: str
+    username: str
+    password_env: str | None = None
+    password_file: str | None = None
+    port: int | None = None
+    scheme: Literal["https", "http"] = "https"
+    ca_file: str | None = None
+    verify_tls: bool = True
+    allow_http: bool = False
+    connect_timeout_s: float = 10.0
+    operation_timeout_s: float = 120.0  # a vSphere task, a Redfish task monitor, an IPMI state change
+    tools_timeout_s: float = 0.0  # after a vSphere power on, wait this long for VMware Tools (0: do not)
+
+    def __post_init__(self) -> None:
+        if self.type not in CONTROLLER_TYPES:
+            raise DriverError(f"unknown power controller type {self.type!r}", target=self.name,
+                              hint=f"use one of: {', '.join(CONTROLLER_TYPES)}")
+        if self.scheme == "http" and not self.allow_http:
+            raise DriverError("plain http to a power controller is refused: it would send the password in clear",
+                              target=self.name, hint="use https:// (http:// is only for a lab simulator)")
+        if self.password_env is None and self.password_file is None:
+            raise DriverError("no password reference", target=self.name,
+                              hint="set password_env (an environment variable) or password_file")
+
+    @classmethod
+    def from_address(cls, name: str, type: ControllerType, address: str, username: str,
+                     **kwargs: object) -> PowerController:
+        """Build from an inventory-style address: ``host``, ``host:port``, ``https://host[:port]``."""
+        text = address if "://" in address else f"//{address}"
+        parts = urlsplit(text)
+        scheme = parts.scheme or "https"
+        if scheme not in ("https", "http") or not parts.hostname or parts.path.strip("/") or parts.query:
+            raise DriverError(f"not a controller address: {address!r}", target=name,
+                              hint="write host, host:port or https://host[:port]")
+        if type == "ipmi" and parts.scheme:
+            raise DriverError("an IPMI address has no scheme", target=name, hint="write host or host:port")
+        try:
+            port = parts.port
+        except ValueError:
+            raise DriverError(f"bad port in {address!r}", target=name, hint="a port is 1-65535") from None
+        return cls(name=name, type=type, address=parts.hostname, username=username,
+                   port=port, scheme=scheme, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else (80 if self.scheme == "http" else DEFAULT_PORTS[self.type])
+
+    @property
+    def endpoint(self) -> str:
+        """``scheme://host:port`` (IPv6 literals bracketed), no credentials."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.scheme}://{host}:{self.effective_port}"
+
+    def password(self) -> str:
+        """Resolve the password reference. The error names the reference, never a value."""
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if not value:
+                raise AuthFailedError(f"environment variable {self.password_env} is not set", target=self.name,
+                                      hint=f"export {self.password_env} with this controller's password")
+            return value
+        assert self.password_file is not None
+        path = Path(self.password_file).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8").strip("\r\n")
+        except OSError as exc:
+            raise AuthFailedError(f"cannot read the password file {path}: {exc.strerror}", target=self.name,
+                                  hint="fix password_file (a file readable only by the orchestrator)") from None
+        if not value:
+            raise AuthFailedError(f"the password file {path} is empty", target=self.name,
+                                  hint="put the controller's password in it")
+        return value
+
+    def verify(self) -> bool | str:
+        """What ``requests``-style clients take: a CA file, True (system CAs) or False."""
+        if not self.verify_tls:
+            return False
+        return str(Path(self.ca_file).expanduser()) if self.ca_file else True
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """``text`` with every secret (and its URL-encoded form) replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            for form in sorted({secret, quote(secret, safe=""), quote_plus(secret, safe="")}, key=len, reverse=True):
+                text = text.replace(form, "***")
+    return text
+
+
+def open_driver(controller: PowerController) -> VSpherePower | RedfishPower | IpmiLanPower:
+    """The driver for a controller's type (its session opens on first use; ``close()`` ends it)."""
+    if controller.type == "vsphere":
+        from orchestrator.drivers.vsphere import VSpherePower
+
+        return VSpherePower(controller)
+    if controller.type == "redfish":
+        from orchestrator.drivers.redfish import RedfishPower
+
+        return RedfishPower(controller)
+    from orchestrator.drivers.ipmi import IpmiLanPower
+
+    return IpmiLanPower(controller)
