@@ -16,13 +16,31 @@ Host variables: how to connect (``ansible_host`` = management address, ``ansible
 the host's facts the playbooks use (``services``, ``depends_on``, ``tier``, ...) and the host's own
 ``vars:`` passed through. Never a secret: a password is referenced by the name of the environment
 variable that holds it (``ansible_password: "{{ lookup('env', 'NAME') }}"``).
+
+The inventory's strings are data, never code, and never connection settings:
+
+- Serialised with :func:`dumps` (JSON, which Ansible's YAML inventory plugin and ``-e`` read), every
+  string is wrapped as ``{"__ansible_unsafe": "..."}``: Ansible passes it on as text and never
+  templates it (``{{ lookup('pipe', ...) }}`` in a service name, a role, an island's reason or a
+  ``vars:`` value stays those characters). The one string left to Ansible's templating is the
+  password reference above, which this module writes itself (an environment variable's name).
+- A host's ``vars:`` may not set ``ansible_*`` keys (where and as whom Ansible connects, host-key
+  checking, SSH arguments, ...) or the keys the export owns: refused here too, even when the
+  inventory's validation missed them.
+- The SSH options are built as an argument list (:func:`ssh_options`); paths are passed to OpenSSH
+  in double quotes (a space stays inside the path) and refused when they hold characters OpenSSH
+  reads specially inside an option (``"``, ``\\``, ``%``, control characters). Where Ansible takes one
+  string (``ansible_ssh_common_args``, which it splits with ``shlex.split``), each argument is
+  quoted for that split (:func:`ssh_common_args`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable
+import shlex
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,40 +71,126 @@ def group_name(kind: str, name: str | int) -> str:
 
 
 def resolve_path(inventory: Inventory, path: str) -> str:
-    """``~`` expanded; a relative path is taken relative to the inventory file's directory."""
+    """``~`` expanded; a relative path is taken relative to the inventory file's directory.
+
+    The one resolution every SSH client uses (OpenSSH via Ansible and the control masters, paramiko,
+    netmiko), so that they all read the same file whatever the working directory.
+    """
     expanded = Path(os.path.expanduser(path))
     if not expanded.is_absolute():
         expanded = Path(inventory.path).absolute().parent / expanded
     return str(expanded)
 
 
-def ssh_common_args(inventory: Inventory, credential: Credential) -> str:
-    """SSH options that make host-key checking strict, against the credential's known_hosts if set."""
-    args = ["-o StrictHostKeyChecking=yes"]
+# Inside an OpenSSH option value in double quotes, `"` and `\` are still read by its argument
+# splitter and `%` starts a token (%d, %h, ...) in the file options: a path with them, or with a
+# control character, cannot be passed through exactly, so it is refused instead.
+_SSH_PATH_FORBIDDEN = re.compile(r'["\\%\x00-\x1f\x7f]')
+
+
+def ssh_path(inventory: Inventory, credential: Credential, key: str) -> str:
+    """The credential's ``key`` (``known_hosts`` or ``key_file``) resolved, or UsageError naming it."""
+    raw = getattr(credential, key)
+    path = resolve_path(inventory, str(raw))
+    bad = _SSH_PATH_FORBIDDEN.search(path)
+    if bad is not None:
+        raise UsageError(
+            f"credentials.{credential.name}.{key} {path!r} holds {bad.group()!r}, which OpenSSH would read "
+            "as syntax, not as part of the path",
+            target=inventory.path,
+            hint=f"move the file to a path without quotes, backslashes, % or control characters and fix "
+            f"credentials.{credential.name}.{key}",
+        )
+    return path
+
+
+_SSH_USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$")
+
+
+def ssh_username(inventory: Inventory, credential: Credential) -> str:
+    """The credential's username, refused (UsageError) when SSH or Ansible would read it as syntax."""
+    if not _SSH_USER.match(credential.username):
+        raise UsageError(
+            f"credentials.{credential.name}.username {credential.username!r} is not a plain user name",
+            target=inventory.path,
+            hint="use letters, digits and . _ @ - only, not starting with -",
+        )
+    return credential.username
+
+
+def openssh_quoted(path: str) -> str:
+    """``path`` as one word of an OpenSSH option value: double-quoted (spaces stay in it)."""
+    if _SSH_PATH_FORBIDDEN.search(path):
+        raise ValueError(f"cannot quote {path!r} for OpenSSH")  # ssh_path refuses these first
+    return f'"{path}"'
+
+
+def ssh_options(inventory: Inventory, credential: Credential) -> list[str]:
+    """SSH options (an argument list) that make host-key checking strict, against the credential's
+    known_hosts if set. Every value is one argument: nothing here is split again by a shell."""
+    args = ["-o", "StrictHostKeyChecking=yes"]
     if credential.known_hosts:
-        args.insert(0, f"-o UserKnownHostsFile={resolve_path(inventory, credential.known_hosts)}")
+        args[:0] = ["-o", "UserKnownHostsFile=" + openssh_quoted(ssh_path(inventory, credential, "known_hosts"))]
     if credential.key_file:
-        args.append("-o IdentitiesOnly=yes")
-    return " ".join(args)
+        args += ["-o", "IdentitiesOnly=yes"]
+    return args
+
+
+def ssh_common_args(inventory: Inventory, credential: Credential) -> str:
+    """:func:`ssh_options` as the one string Ansible's ``ssh_common_args`` takes: Ansible splits it
+    with ``shlex.split``, which gives back exactly the argument list."""
+    return shlex.join(ssh_options(inventory, credential))
+
+
+_PASSWORD_REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def password_reference(env_name: str) -> str:
+    """The template that reads a password from the environment: the only template in the export."""
+    if not _PASSWORD_REFERENCE.match(env_name):
+        raise UsageError(f"password_env {env_name!r} is not an environment variable name",
+                         hint="use letters, digits and _ only, not starting with a digit")
+    return "{{ lookup('env', '" + env_name + "') }}"
 
 
 def connection_vars(inventory: Inventory, host: Host) -> dict[str, Any]:
     """How Ansible reaches ``host``. References secrets, never contains them."""
     credential = inventory.credentials[host.credentials]
     out: dict[str, Any] = {
+        "ansible_connection": "ssh",
         "ansible_host": str(host.management_address),
-        "ansible_user": credential.username,
+        "ansible_port": 22,
+        "ansible_user": ssh_username(inventory, credential),
+        "ansible_host_key_checking": True,
         "ansible_ssh_common_args": ssh_common_args(inventory, credential),
     }
     if credential.key_file:
-        out["ansible_ssh_private_key_file"] = resolve_path(inventory, credential.key_file)
+        out["ansible_ssh_private_key_file"] = ssh_path(inventory, credential, "key_file")
     if credential.password_env:
-        out["ansible_password"] = "{{ lookup('env', '" + credential.password_env + "') }}"
+        out["ansible_password"] = password_reference(credential.password_env)
     return out
 
 
+def refused_var(key: str) -> str | None:
+    """Why a host's ``vars:`` key may not reach Ansible, or None when it may."""
+    if key.lower().startswith("ansible_"):
+        return "ansible_* variables set how and where Ansible connects; the inventory's credentials and " \
+               "management_address are the only source of those"
+    if key in RESERVED_VARS or key.startswith("orchestrator_"):
+        return "the export sets this variable itself"
+    return None
+
+
 def host_vars(inventory: Inventory, host: Host, kept_reason: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {k: v for k, v in host.vars.items() if k not in RESERVED_VARS}
+    for key in host.vars:
+        why = refused_var(str(key))
+        if why is not None:
+            raise UsageError(
+                f"hosts.{host.name}.vars.{key} is refused: {why}",
+                target=inventory.path,
+                hint=f"remove {key} from hosts.{host.name}.vars",
+            )
+    out: dict[str, Any] = dict(host.vars)
     out.update(connection_vars(inventory, host))
     out.update(
         {
@@ -112,7 +216,8 @@ def to_ansible_inventory(inventory: Inventory, hosts: Iterable[str] | None = Non
     """The inventory as an Ansible YAML/JSON inventory, optionally limited to ``hosts``.
 
     Raises UsageError naming every unknown host. The result is plain data (str, int, list, dict),
-    deterministic (sorted), and safe to print: it holds no password and no key material.
+    deterministic (sorted), and safe to print: it holds no password and no key material. Give it
+    to Ansible only through :func:`dumps`, which marks its strings as text Ansible never templates.
     """
     if hosts is None:
         names = sorted(inventory.hosts)
@@ -159,3 +264,34 @@ def to_ansible_inventory(inventory: Inventory, hosts: Iterable[str] | None = Non
             "children": dict(sorted(children.items())),
         }
     }
+
+
+UNSAFE_KEY = "__ansible_unsafe"
+
+
+def mark_unsafe(data: Any) -> Any:
+    """``data`` with every string wrapped as ``{"__ansible_unsafe": s}``: text Ansible never templates.
+
+    Keys stay plain: Ansible never templates a variable's name.
+    """
+    if isinstance(data, str):
+        return {UNSAFE_KEY: data}
+    if isinstance(data, Mapping):
+        return {str(key): mark_unsafe(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [mark_unsafe(v) for v in data]
+    return data
+
+
+def dumps(data: Mapping[str, Any]) -> str:
+    """A :func:`to_ansible_inventory` result as JSON for Ansible, every string marked unsafe except
+    each host's own password reference (checked to be exactly the reference the export writes)."""
+    hosts = data.get("all", {}).get("hosts", {})
+    marked = mark_unsafe(data)
+    for name, hv in hosts.items():
+        reference = hv.get("ansible_password")
+        if isinstance(reference, str):
+            env_name = reference.removeprefix("{{ lookup('env', '").removesuffix("') }}")
+            if _PASSWORD_REFERENCE.match(env_name) and reference == password_reference(env_name):
+                marked["all"]["hosts"][name]["ansible_password"] = reference
+    return json.dumps(marked, indent=1, sort_keys=True) + "\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +39,7 @@ from orchestrator.model import (
     Verification,
     Wave,
 )
+from orchestrator.storage import atomic_write
 from orchestrator.verify import Probes, wait_until
 
 
@@ -87,30 +89,82 @@ class RunResult:
         return out
 
     @property
+    def unproven(self) -> list[tuple[str, str]]:
+        """Steps done as far as the devices say, but that no independent probe could prove."""
+        return [(s, r.error or "") for s, r in self.results.items() if r.status is StepStatus.UNPROVEN]
+
+    @property
     def status(self) -> str:
+        """completed (everything verified), unproven (nothing failed, but something could not be
+        proven: never reported as verified), failed or interrupted."""
         if self.interrupted:
             return "interrupted"
-        return "completed" if not self.left else "failed"
+        if not self.left:
+            return "completed"
+        unproven = {s for s, _ in self.unproven}
+        return "unproven" if all(s in unproven for s, _ in self.left) else "failed"
 
     @property
     def exit_code(self) -> int:
         return 0 if self.status == "completed" else 1
 
 
+OBSERVER_ERROR_LIMIT = 500  # characters of an observer's exception message kept in the journal
+
+
+def observer_name(observer: Observer) -> str:
+    """How an observer is named in the journal: its ``name`` attribute, else its function or class name."""
+    name = getattr(observer, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return str(getattr(observer, "__name__", None) or type(observer).__name__)
+
+
 @dataclass
 class Recorder:
-    """Writes events to the journal (the record) and forwards them to observers (progress views)."""
+    """Writes events to the journal (the record) and forwards them to observers (progress views).
+
+    The journal is the record: a journal write that fails raises and ends the run (STYLE rule 7).
+    An observer is only a view of it: one that raises never stops the run. Its first error is
+    journaled (``observer-error``: the observer's name, the exception type and message, masked by
+    the journal like every field); later errors of the same observer are counted, not journaled, and
+    it keeps receiving events (one bad line must not blind the whole view)."""
 
     journal: Any  # orchestrator.journal.Journal
     observers: list[Observer] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    observer_errors: dict[str, int] = field(default_factory=dict)  # observer name -> errors so far
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]:
         with self._lock:
             record: dict[str, Any] = self.journal.emit(type, **fields)
-        for observer in self.observers:
-            observer(record)
+        self._notify(record)
         return record
+
+    def _notify(self, record: dict[str, Any], skip: str | None = None) -> None:
+        for observer in self.observers:
+            name = observer_name(observer)
+            if name == skip:
+                continue
+            try:
+                observer(record)
+            except Exception as exc:  # noqa: BLE001 - a view never stops a run: journaled once, run goes on
+                self._observer_failed(name, exc, record)
+
+    def _observer_failed(self, name: str, exc: Exception, record: dict[str, Any]) -> None:
+        with self._lock:
+            count = self.observer_errors.get(name, 0) + 1
+            self.observer_errors[name] = count
+            if count > 1:
+                return
+            message = str(exc)
+            if len(message) > OBSERVER_ERROR_LIMIT:
+                message = message[:OBSERVER_ERROR_LIMIT] + f"... ({len(message)} characters)"
+            error: dict[str, Any] = self.journal.emit(
+                "observer-error", observer=name, error_type=type(exc).__name__, message=message,
+                event_type=str(record.get("type", "")), event_seq=record.get("seq"),
+                consequence="the run goes on; this observer's later errors are counted, not journaled")
+        self._notify(error, skip=name)  # the other views learn of it; the failing one is spared
 
 
 class Drivers:
@@ -127,6 +181,9 @@ class Drivers:
         self._ansible: Any = None
         self._power: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # Hosts presumed compromised (every host a restore brings back): the SSH driver sends them no
+        # password unless the credential opts in (allow_password_on_suspect_hosts).
+        self.suspect_hosts: frozenset[str] = frozenset()
 
     @property
     def ssh(self) -> Any:
@@ -135,6 +192,8 @@ class Drivers:
                 from orchestrator.drivers import driver_class
 
                 self._ssh = driver_class("ssh")(self.inventory)
+                if self.suspect_hosts:
+                    self._ssh.treat_as_suspect(self.suspect_hosts)
             return self._ssh
 
     @property
@@ -235,6 +294,7 @@ class _Outcome:
     already: bool = False
     escalated: bool = False
     evidence: dict[str, Any] = field(default_factory=dict)
+    unproven: str | None = None  # done, but nothing independent proves it: why (never "verified")
 
 
 class Executor:
@@ -242,7 +302,8 @@ class Executor:
                  recorder: Recorder, options: RunOptions, prior: Mapping[str, StepResult] | None = None,
                  started_mono: float | None = None, approvals: Iterable[str] = (),
                  stop_event: threading.Event | None = None, milestones: Mapping[str, float] | None = None,
-                 quarantined: Mapping[str, str] | None = None) -> None:
+                 quarantined: Mapping[str, str] | None = None,
+                 attestations: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.inventory = inventory
         self.plan = plan
         self.settings = settings
@@ -254,8 +315,12 @@ class Executor:
         self.stop_event = stop_event or threading.Event()
         self.started = started_mono if started_mono is not None else time.monotonic()
         self.drivers = Drivers(inventory, run_dir, options.forks, self._ansible_event)
+        if plan.mode is Mode.RESTORE:  # what comes back after an incident is presumed compromised
+            self.drivers.suspect_hosts = frozenset(inventory.hosts)
         self.probes = Probes(inventory, _LazySsh(self.drivers), self.drivers.power_for)
         self.quarantined: dict[str, str] = dict(quarantined or {})
+        # host -> its physical-disconnection attestation record (``attest``), from the run's journal
+        self.attestations: dict[str, Mapping[str, Any]] = dict(attestations or {})
         self.milestones: dict[str, float] = dict(milestones or {})
         self._preflight: dict[str, Future[dict[str, Any]]] = {}
         self._device_changes: dict[str, Future[dict[str, _DeviceChange]]] = {}
@@ -447,8 +512,9 @@ class Executor:
             return
         try:
             outcome = self._dispatch(step)  # the netmiko driver serialises commands per device
-            result = StepResult(step.id, StepStatus.VERIFIED, changed=outcome.changed, already=outcome.already,
-                                escalated=outcome.escalated, evidence=outcome.evidence,
+            status = StepStatus.VERIFIED if outcome.unproven is None else StepStatus.UNPROVEN
+            result = StepResult(step.id, status, changed=outcome.changed, already=outcome.already,
+                                escalated=outcome.escalated, evidence=outcome.evidence, error=outcome.unproven,
                                 duration_s=round(time.monotonic() - t0, 3))
         except StepFailed as exc:
             result = StepResult(step.id, StepStatus.FAILED, error=str(exc), evidence=exc.evidence,
@@ -502,8 +568,7 @@ class Executor:
         if not text.strip():
             raise StepFailed(f"{device} returned an empty configuration", {"bytes": 0})
         path = self.run_dir / "backups" / f"{device}.cfg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        atomic_write(path, text)  # 0600 in a 0700 directory, fsynced: a config holds secrets
         digest = hashlib.sha256(text.encode()).hexdigest()
         stored = hashlib.sha256(path.read_bytes()).hexdigest()
         v = self._verification(step, Verification(stored == digest, "backup-stored",
@@ -547,17 +612,24 @@ class Executor:
             problems.append(f"still reachable across: {after['crosses']}")
         if after.get("same_segment_broken"):
             problems.append("hosts of the segment no longer reach each other")
+        unproven = None
+        if not problems and step.action is Action.ISOLATE_SEGMENT and not after.get("probe_host"):
+            # The rule is in the running config, but no host inside answered to probe from: nothing
+            # shows that traffic really stops at the gateway. Never reported as verified.
+            unproven = (f"isolation unproven: no host of {step.target} answered to probe from; the rule is in "
+                        f"{step.device}'s running config, but nothing shows traffic stops at the gateway")
+            evidence["proof"] = "unproven: running config only, no probe from inside"
         v = self._verification(step, Verification(not problems, action, evidence))
         if not v.passed:
             raise StepFailed("; ".join(problems), evidence)
-        return _Outcome(changed=changed, already=not changed, evidence=evidence)
+        return _Outcome(changed=changed, already=not changed, evidence=evidence, unproven=unproven)
 
     def _reconnect(self, step: Step) -> _Outcome:
         assert step.device is not None
-        if step.action is Action.RECONNECT_SEGMENT:
-            self._check_segment_ready(step.target)
+        readiness = self._check_segment_ready(step.target) if step.action is Action.RECONNECT_SEGMENT else {}
         undo_of = "cut-link" if step.action is Action.RESTORE_LINK else "isolate-segment"
         changed, evidence = self._undo_device_action(step, undo_of)
+        evidence.update(readiness)
         gone = not self.drivers.net.is_in_force(step.device, undo_of, step.target)
         evidence["rule_removed"] = gone
         problems = [] if gone else [f"the {undo_of} rule is still in {step.device}'s running config"]
@@ -578,23 +650,54 @@ class Executor:
             raise StepFailed("; ".join(problems), evidence)
         return _Outcome(changed=changed, already=not changed, evidence=evidence)
 
-    def _check_segment_ready(self, segment: str) -> None:
-        """A segment comes back only when each of its hosts passed its checks, or is proven off
-        (quarantined, or never started because something it needs did not pass)."""
+    def _check_segment_ready(self, segment: str) -> dict[str, Any]:
+        """A segment comes back only when each of its hosts in this restore passed its checks, or is
+        cleared: its power driver proves it off, or an operator attested that it is physically
+        disconnected (``orchestrator attest``, journaled with who, when and why). "SSH closed and no
+        ping" is never enough: a compromised host can fake it by playing dead. Returns the evidence
+        (each cleared host and how) and journals one ``clearance`` record per cleared host."""
         planned = {s.id for s in self.plan.steps()}
-        blocking = []
+        blocking: dict[str, str] = {}
+        cleared: dict[str, dict[str, Any]] = {}
         for host in self.inventory.hosts_in_segment(segment):
             health = self.results.get(f"check-health:{host.name}")
             if f"start-host:{host.name}" not in planned:
                 continue
             if health is not None and health.ok:
                 continue
-            if self.probes.host_off(host).passed:
+            off: Verification | None = None
+            if self.drivers.power_for(host) is not None:
+                off = self.probes.host_off(host)
+                if off.passed:
+                    cleared[host.name] = {"how": "power-driver", "text": "power driver: off",
+                                          "evidence": dict(off.evidence)}
+                    continue
+            attestation = self.attestations.get(host.name)
+            if attestation is not None:
+                cleared[host.name] = {
+                    "how": "attestation",
+                    "text": f"attested by {attestation.get('by', '?')}: physically disconnected, not verified",
+                    "attestation": {k: attestation.get(k) for k in
+                                    ("by", "reason", "operator", "ts", "seq", "evidence") if k in attestation}}
                 continue
-            blocking.append(host.name)
+            if off is None:
+                blocking[host.name] = ("no power driver can prove it off (SSH closed and no ping is what a "
+                                       "compromised host can fake)")
+            else:
+                blocking[host.name] = f"its power driver does not prove it off ({_compact_evidence(off.evidence)})"
         if blocking:
-            raise StepFailed(f"hosts of {segment} neither passed their checks nor are safely off: "
-                             f"{', '.join(blocking)}", {"blocking_hosts": blocking})
+            names = ", ".join(blocking)
+            raise StepFailed(
+                f"hosts of {segment} neither passed their checks nor are safely off: {names}; the segment stays "
+                f"isolated until each is powered off (proven by its power driver) or an operator attests its "
+                f"physical disconnection (orchestrator attest {self.run_id} HOST --by NAME --reason TEXT), "
+                f"then resume {self.run_id}",
+                {"blocking_hosts": list(blocking), "why": blocking,
+                 "cleared": {h: c["text"] for h, c in cleared.items()}})
+        for name, how in cleared.items():
+            self.rec.emit("clearance", step_id=f"reconnect-segment:{segment}", segment=segment, host=name,
+                          quarantined=name in self.quarantined, **how)
+        return {"cleared": {h: c["text"] for h, c in cleared.items()}} if cleared else {}
 
     def _reach_probe(self, step: Step, expect_reach: bool = False) -> dict[str, Any]:
         """From a running host inside the segment: what beyond the gateway answers, and does the
@@ -782,8 +885,9 @@ class Executor:
         power = self.drivers.power_for(host)
         if power is None:
             self.rec.emit("quarantine", host=host.name, reason=why, powered_off=False)
-            return {"quarantine": "no power driver: the host stays on an isolated segment that will not be "
-                                  "reconnected while it runs"}
+            return {"quarantine": "no power driver: its segment stays isolated until an operator attests the "
+                                  f"host's physical disconnection (orchestrator attest {self.run_id} {host.name} "
+                                  "--by NAME --reason TEXT)"}
         try:
             power.power_off(host.name, graceful=False)
         except DriverError as exc:
@@ -822,9 +926,13 @@ class Executor:
 
         def healthy() -> bool:
             if host.services:
-                res = self.drivers.ssh.run(host.name, "systemctl is-active " + " ".join(host.services), timeout_s=15)
+                # Every service name quoted, after `--`: a name is never read as shell or as an option.
+                units = " ".join(shlex.quote(s) for s in host.services)
+                res = self.drivers.ssh.run(host.name, f"systemctl is-active -- {units}", timeout_s=15)
                 states.clear()
                 states.update(zip(host.services, res.stdout.split(), strict=False))
+                for service in host.services:  # a service systemd gave no answer for is never "active"
+                    states.setdefault(service, "unknown (no answer)")
             res = self.drivers.ssh.run(host.name, "ss -ltnH", timeout_s=10)
             have.clear()
             have.update(_tcp_ports(res.stdout))
@@ -885,8 +993,8 @@ class Executor:
         net = self.drivers.net
         for s in self.plan.steps():
             res = self.results.get(s.id)
-            if res is None or not res.ok:
-                continue
+            if res is None or not (res.ok or res.status is StepStatus.UNPROVEN):
+                continue  # an unproven isolation is in force all the same: it must still be there
             if s.action in (Action.CUT_LINK, Action.ISOLATE_SEGMENT):
                 checks.append((s.id, _in_force_check(net, s)))
             elif s.action is Action.STOP_HOST:
@@ -915,6 +1023,10 @@ def _off_check(probes: Probes, host: Host) -> Callable[[], bool]:
 
 def _answers_check(probes: Probes, host: Host) -> Callable[[], bool]:
     return lambda: probes.ssh_answers(host, 2.0)
+
+
+def _compact_evidence(evidence: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in evidence.items())
 
 
 def _safe_probe(probe: Callable[[Step], dict[str, Any]], step: Step) -> dict[str, Any]:

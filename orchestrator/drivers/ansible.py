@@ -10,6 +10,11 @@ host-key checking on, strict SSH options from the inventory export, pipelining, 
 SSH ControlMaster with a short control-path directory, no retry files, no implicit fact
 gathering, nothing printed (``quiet``), a job timeout reported as a failure.
 
+Nothing from the inventory is ever templated or decides how Ansible connects: the inventory file
+and the extra variables are written with every string marked unsafe (``ansible_inventory.dumps``,
+``{"__ansible_unsafe": ...}``), a host's ``vars:`` may not hold ``ansible_*`` keys, and host vars a
+caller adds may not either. SSH control sockets live in a private directory (0700, checked).
+
 Stops may start on connections opened ahead (``open_connections``: OpenSSH control masters with
 the same options, see ``ssh_masters``); every other playbook gets a control directory of its own.
 
@@ -20,21 +25,24 @@ skipped per host), carrying a short message with every known secret masked, neve
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
+import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.ansible_inventory import to_ansible_inventory
-from orchestrator.drivers.ssh_masters import SshMasters
+from orchestrator import masking
+from orchestrator.ansible_inventory import dumps, mark_unsafe, to_ansible_inventory
+from orchestrator.drivers.ssh_masters import SshMasters, private_dir
 from orchestrator.errors import DriverError, SafetyInterlock, UsageError
 from orchestrator.model import Inventory
 
@@ -47,10 +55,11 @@ POWER_OFF_TASK_PREFIX = "Power off"
 
 HOST_STATUSES = ("ok", "changed", "failed", "unreachable", "skipped")
 _MESSAGE_MAX = 400
-_MASK = "********"
+_MASK = masking.MASK  # the product's one mask string (orchestrator/masking.py)
 # Environment variables whose values stay readable in ansible-runner's ``command`` artifact.
 _ENV_KEEP_PREFIXES = ("ANSIBLE_",)
 _ENV_KEEP = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "PWD", "USER", "SHELL", "TERM"})
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")  # a control directory Ansible quotes as ControlPath="DIR/%C"
 
 
 def default_playbooks_dir() -> Path:
@@ -110,22 +119,14 @@ _RESULT_EVENTS = {
 }
 
 
-class Masker:
-    """Replaces known secret values (the passwords the inventory's credentials reference)."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+class Masker(masking.Masker):
+    """The product's one masker, loaded with the passwords the inventory's credentials reference."""
 
     @classmethod
     def for_inventory(cls, inventory: Inventory, environ: Mapping[str, str] | None = None) -> Masker:
         env = os.environ if environ is None else environ
         names = {c.password_env for c in inventory.credentials.values() if c.password_env}
         return cls(env.get(n, "") for n in names)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, _MASK)
-        return text
 
 
 def _short(text: str) -> str:
@@ -353,6 +354,9 @@ class AnsibleDriver:
         self._mask = Masker.for_inventory(inventory)
         self._masters: SshMasters | None = None
         self._masters_lock = threading.Lock()
+        self._control_root: Path | None = None
+        self._control_lock = threading.Lock()
+        self._control_root_made = False  # a directory of our own under /tmp: removed by close()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -386,6 +390,10 @@ class AnsibleDriver:
                     target=playbook,
                     hint="pass host_vars only for hosts in the run",
                 )
+            for key in extra:
+                if str(key).lower().startswith("ansible_"):
+                    raise UsageError(f"host var {key} for {host} would change how Ansible connects",
+                                     target=playbook, hint="pass only the playbook's own variables")
             ansible_inventory["all"]["hosts"][host].update(extra)
         ident = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{path.stem}-{uuid.uuid4().hex[:8]}"
         artifact_root = self.work_dir / "artifacts"
@@ -421,8 +429,7 @@ class AnsibleDriver:
 
         own_control_dir = control_dir is None
         if control_dir is None:
-            control_dir = self.control_path_dir() / ident[-8:]
-            control_dir.mkdir(mode=0o700)
+            control_dir = private_dir(self.control_path_dir() / ident[-8:])
         started = time.monotonic()
         try:
             result = self._run(
@@ -434,7 +441,7 @@ class AnsibleDriver:
                 ident=ident,
                 limit=",".join(hosts),
                 forks=min(self.forks, len(hosts)),
-                extravars=dict(extravars or {}),
+                extravars=mark_unsafe(dict(extravars or {})),  # text, never templated
                 envvars=self.envvars(timeout_s, control_dir),
                 settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
                 quiet=True,
@@ -528,6 +535,11 @@ class AnsibleDriver:
             masters, self._masters = self._masters, None
         if masters is not None:
             masters.close()
+        with self._control_lock:
+            root, made = self._control_root, self._control_root_made
+            self._control_root, self._control_root_made = None, False
+        if root is not None and made:
+            shutil.rmtree(root, ignore_errors=True)
 
     def check_health(
         self, hosts: Sequence[str], expected_ports: Mapping[str, Sequence[int]], timeout_s: float = 60
@@ -593,17 +605,29 @@ class AnsibleDriver:
         return directory
 
     def control_path_dir(self) -> Path:
-        """The parent of the per-run control-socket directories, short enough for SSH (limit 107 bytes).
+        """The parent of the per-run control-socket directories: private and short enough for SSH.
 
         A socket path is this directory, ``/`` + 8 characters of run id, ``/`` + ``%C`` (40), and
-        while ssh sets the master up, a random ``.XXXXXXXXXXXXXXXX`` suffix (17): so at most 39 here.
+        while ssh sets the master up, a random ``.XXXXXXXXXXXXXXXX`` suffix (17): at most 107 bytes
+        (``sun_path``), so at most 39 here. ``WORK_DIR/cp`` when that fits (and has only plain
+        characters), else a directory of this driver's own made by ``mkdtemp`` under /tmp (random
+        name, 0700, removed by ``close``). Either is checked by ``private_dir`` on every use: a
+        directory that is a symbolic link, another user's, or open to others is refused.
         """
-        candidate = self.work_dir / "cp"
-        if len(str(candidate)) > 39:
-            digest = hashlib.sha256(str(self.work_dir).encode()).hexdigest()[:12]
-            candidate = Path("/tmp") / f"orchestrator-cp-{digest}"
-        candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return candidate
+        with self._control_lock:
+            if self._control_root is None:
+                candidate = self.work_dir / "cp"
+                if len(str(candidate)) <= 39 and _PLAIN_PATH.match(str(candidate)):
+                    candidate.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    self._control_root_made = False
+                else:
+                    candidate = Path(tempfile.mkdtemp(prefix="orc-cp-", dir="/tmp"))
+                    self._control_root_made = True
+                    # removed by close(), or when the driver is collected without one
+                    weakref.finalize(self, shutil.rmtree, str(candidate), True)
+                self._control_root = candidate
+            root = self._control_root
+        return private_dir(root)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -624,8 +648,9 @@ class AnsibleDriver:
         directory = self.work_dir / "inventories"
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = directory / f"{ident}.json"
-        path.write_text(json.dumps(data, indent=1, sort_keys=True))
-        path.chmod(0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(dumps(data))  # every string marked unsafe: Ansible never templates it
         return path
 
     def _stdout_tail(self, artifact_dir: Path) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from orchestrator import devices
+from orchestrator.ansible_inventory import resolve_path
 from orchestrator.errors import (
     AuthFailedError,
     DriverError,
@@ -37,6 +38,7 @@ from orchestrator.errors import (
     UnknownDriverError,
     UnreachableError,
 )
+from orchestrator.masking import mask_text, secret_needles
 from orchestrator.model import Device, Inventory, Link, Segment
 
 # What a rejected configuration line looks like, per platform (netmiko raises on a match).
@@ -165,11 +167,9 @@ def open_session(params: ConnectionParams) -> Session:
 
 
 def _resolve(inventory: Inventory, path: str) -> str:
-    """``~`` expanded; relative paths are relative to the inventory file's directory."""
-    expanded = Path(os.path.expanduser(path))
-    if not expanded.is_absolute():
-        expanded = Path(inventory.path).absolute().parent / expanded
-    return str(expanded)
+    """``~`` expanded; relative paths are relative to the inventory file's directory: the one
+    resolution every SSH client of the orchestrator uses (``ansible_inventory.resolve_path``)."""
+    return resolve_path(inventory, path)
 
 
 def map_error(
@@ -189,7 +189,7 @@ def map_error(
 
     text = str(exc).strip()
     if secret:
-        text = text.replace(secret, "********")
+        text = mask_text(text, secret_needles([secret]), None)
     first = text.splitlines()[0] if text else type(exc).__name__
     keys = known_hosts or "~/.ssh/known_hosts"
     if isinstance(exc, DriverError):

@@ -7,6 +7,14 @@ dropped and opened again before the next command is sent; a command that was sen
 Host keys come from the credential's ``known_hosts`` file (default ``~/.ssh/known_hosts``) and are
 never learnt: an unknown key and a changed key are both refused loudly (``RejectPolicy``).
 Secrets (passwords, key contents) never appear in an error.
+
+Key and known_hosts paths are resolved as every other client resolves them (``~`` expanded, a
+relative path against the inventory file's directory: ``ansible_inventory.resolve_path``), never
+against the working directory.
+
+Hosts presumed compromised (``treat_as_suspect``: every host a restore brings back) never get a
+password: a credential with a key logs in with the key alone, and a password-only credential is
+refused (``PasswordRefusedError``) unless it says ``allow_password_on_suspect_hosts: true``.
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import paramiko
 
+from orchestrator.ansible_inventory import resolve_path
 from orchestrator.errors import AuthFailedError, DriverTimeoutError, UnreachableError
 from orchestrator.model import Credential, Inventory
 
@@ -40,6 +50,12 @@ class HostKeyUnknownError(AuthFailedError):
     """The target's host key is not in the known_hosts file, so it cannot be trusted."""
 
     code = "host-key-unknown"
+
+
+class PasswordRefusedError(AuthFailedError):
+    """A password would have been sent to a host presumed compromised: refused, nothing was sent."""
+
+    code = "password-refused"
 
 
 @dataclass(frozen=True)
@@ -77,8 +93,8 @@ class _StrictPolicy(paramiko.RejectPolicy):
         raise _UnknownHostKey(f"{key.get_name()} {key.get_fingerprint().hex()}")
 
 
-def _known_hosts_path(credential: Credential) -> Path:
-    return Path(os.path.expanduser(credential.known_hosts or DEFAULT_KNOWN_HOSTS))
+def _known_hosts_path(inventory: Inventory, credential: Credential) -> Path:
+    return Path(resolve_path(inventory, credential.known_hosts or DEFAULT_KNOWN_HOSTS))
 
 
 def _host_key_name(address: str, port: int) -> str:
@@ -106,8 +122,23 @@ class SshDriver:
         self._pool: dict[tuple[str, int, str], paramiko.SSHClient] = {}
         self._pool_lock = threading.Lock()
         self._target_locks: dict[tuple[str, int, str], threading.Lock] = {}
+        self._suspect: frozenset[str] = frozenset()
 
     # ---------------------------------------------------------------------------------- public
+
+    def treat_as_suspect(self, hosts: Iterable[str]) -> None:
+        """From now on, ``hosts`` (inventory names) are presumed compromised: no password is sent to
+        them unless the credential opts in (``allow_password_on_suspect_hosts``). Connections
+        already open to them are closed, so the next command logs in under this rule."""
+        names = frozenset(hosts)
+        with self._pool_lock:
+            self._suspect = self._suspect | names
+        inv = self._inventory
+        addresses = {str(inv.hosts[n].management_address) for n in names if n in inv.hosts}
+        with self._pool_lock:
+            dropped = [(k, c) for k, c in self._pool.items() if k[0] in addresses]
+        for key, client in dropped:
+            self._drop(key, client)
 
     def run(self, host: str, command: str, timeout_s: float = 30.0, *, stdin: str | None = None) -> CommandResult:
         """Run ``command`` on an inventory name (host, device or lab peer) by its management address."""
@@ -223,7 +254,7 @@ class SshDriver:
         )
         pkey: paramiko.PKey | None = None
         if cred.key_file:
-            key_path = Path(os.path.expanduser(cred.key_file))
+            key_path = Path(resolve_path(self._inventory, cred.key_file))
             if not key_path.is_file():
                 raise AuthFailedError(
                     f"key file {key_path} for credential {cred.name!r} does not exist",
@@ -253,8 +284,18 @@ class SshDriver:
                 target=where,
                 hint="give the credential a key_file or a password_env",
             )
+        if password is not None and target.label in self._suspect and not cred.allow_password_on_suspect_hosts:
+            if pkey is None:
+                raise PasswordRefusedError(
+                    f"refusing to send credential {cred.name!r}'s password to {target.label}: the host is "
+                    "presumed compromised (a restore is bringing it back) and the credential has no key",
+                    target=where,
+                    hint=f"give credentials.{cred.name} a key_file (key-based login), or, if a password "
+                    f"is unavoidable, set credentials.{cred.name}.allow_password_on_suspect_hosts: true",
+                )
+            password = None  # the key alone: the password never leaves for a suspect host
 
-        known_hosts = _known_hosts_path(cred)
+        known_hosts = _known_hosts_path(self._inventory, cred)
         timeout = cred.connect_timeout(self._connect_timeout_s)
         for attempt in (1, 2):
             client = self._pinned_client(known_hosts, where)

@@ -10,6 +10,11 @@ keys against the credential's known_hosts, its key, its user), in a control dire
 is then pointed at (``ANSIBLE_SSH_CONTROL_PATH_DIR``, same ``%C`` socket names). A master that
 cannot be opened changes nothing: Ansible opens its own connection as it always did.
 
+Control sockets live in a private directory (:func:`private_dir`: created 0700 and checked with
+``lstat`` to be a real directory of this user's that nobody else can enter), so no other local user
+can plant, replace or use them. The options are an argument list built by the inventory export
+(``ansible_inventory.ssh_options``), never a string split again.
+
 Bounds: a few handshakes at a time (``parallel``), each master exits on its own when its machine
 goes down, after ``persist_s`` unused, or when ``close()`` asks it to (``ssh -O exit`` on its own
 socket). Credentials that need a password are never opened here (no prompt, ``BatchMode``).
@@ -18,8 +23,9 @@ socket). Credentials that need a password are never opened here (no prompt, ``Ba
 from __future__ import annotations
 
 import contextlib
-import shlex
+import os
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -28,10 +34,46 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ansible_inventory import resolve_path, ssh_common_args
+from orchestrator.ansible_inventory import openssh_quoted, ssh_options, ssh_path, ssh_username
+from orchestrator.errors import DriverError
 from orchestrator.model import Inventory
 
 SERVER_ALIVE = ("-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2")  # a vanished machine: <= 15 s
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a private directory: made (0700) when absent, then checked with ``lstat``: a real
+    directory (not a symbolic link), owned by this user, no access for group or others.
+
+    A directory someone else made first (a guessable name in /tmp) is refused, never reused: SSH
+    control sockets in it would let its owner use or replace the connections. Raises DriverError.
+    """
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DriverError(f"cannot create the SSH control directory {path}: {exc.strerror or exc}",
+                          target=str(path), hint="check that its parent exists and is writable") from None
+    st = os.lstat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    problem = None
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = f"belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()})"
+    elif mode & 0o077:
+        problem = f"has mode {mode:04o}: other users could reach the SSH connections in it"
+    if problem is not None:
+        raise DriverError(
+            f"refusing the SSH control directory {path}: it {problem}",
+            target=str(path),
+            hint="someone else may have made it; remove it after checking, and run again (the "
+            "orchestrator makes it itself, mode 0700)",
+        )
+    return path
 
 
 class SshMasters:
@@ -59,7 +101,7 @@ class SshMasters:
         self._failed: dict[str, str] = {}
         self._given_up: set[str] = set()
         self._closed = False
-        control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(control_dir)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -151,10 +193,11 @@ class SshMasters:
     def _options(self, host: str) -> list[str]:
         """What Ansible's connection to ``host`` uses too: user, key, strict host keys, socket name."""
         cred = self.inventory.credentials[self.inventory.hosts[host].credentials]
-        options = ["-o", f"ControlPath={self.control_dir}/%C", "-o", "BatchMode=yes", "-l", cred.username]
+        options = ["-o", "ControlPath=" + openssh_quoted(str(self.control_dir)) + "/%C",
+                   "-o", "BatchMode=yes", "-l", ssh_username(self.inventory, cred)]
         if cred.key_file:
-            options += ["-i", resolve_path(self.inventory, cred.key_file)]
-        return options + shlex.split(ssh_common_args(self.inventory, cred))
+            options += ["-o", "IdentityFile=" + openssh_quoted(ssh_path(self.inventory, cred, "key_file"))]
+        return [*options, *ssh_options(self.inventory, cred)]
 
     def _master_argv(self, host: str) -> list[str]:
         # With ControlPersist, ssh returns once the master is up and leaves it running on its own.

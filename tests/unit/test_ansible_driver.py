@@ -135,7 +135,7 @@ def test_sink_event_never_carries_results_or_secrets() -> None:
     res = {"msg": f"login failed for ops:{PASSWORD}", "stdout": "x" * 5000, "ansible_facts": {"k": PASSWORD}}
     out = sink_event(ev("runner_on_failed", "h1", "x", res=res), "p", "r", mask)
     text = json.dumps(out)
-    assert PASSWORD not in text and "********" in text
+    assert PASSWORD not in text and "***" in text
     assert "ansible_facts" not in text and len(text) < 1000
 
 
@@ -404,7 +404,7 @@ def test_no_secret_in_events_outcomes_or_artifacts(
         if path.is_file():
             assert PASSWORD not in path.read_text(), path
     command = json.loads((Path(run.artifact_dir) / "command").read_text())
-    assert command["env"]["VAULT_OPS_PASSWORD"] == "********"
+    assert command["env"]["VAULT_OPS_PASSWORD"] == "***"
     assert command["env"]["ANSIBLE_HOST_KEY_CHECKING"] == "True"
 
 
@@ -561,10 +561,10 @@ def test_masters_use_the_exported_ssh_options_and_skip_password_credentials(
     [argv] = ssh_recorder.masters()
     joined = " ".join(argv)
     assert argv[0] == "ssh" and argv[-1] == str(inventory.hosts["ant-ad1"].management_address)
-    for option in ("ControlMaster=yes", f"ControlPath={tmp_path / 'cp'}/%C", "BatchMode=yes",
-                   "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", "ServerAliveInterval=5"):
+    for option in ("ControlMaster=yes", f'ControlPath="{tmp_path / "cp"}"/%C', "BatchMode=yes",
+                   "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", "ServerAliveInterval=5",
+                   f'UserKnownHostsFile="{tmp_path / "known_hosts"}"', f'IdentityFile="{tmp_path / "lab_key"}"'):
         assert option in argv, option
-    assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in joined and f"-i {tmp_path / 'lab_key'}" in joined
     assert "-l root" in joined
     masters.close()
     assert [c[-1] for c in ssh_recorder.exits()] == [argv[-1]] and not (tmp_path / "cp").exists()
@@ -594,7 +594,7 @@ def test_stop_hosts_runs_over_the_opened_connections_and_close_ends_them(
     driver.stop_hosts(["ant-ad1"])
     control_dir = Path(fake.calls[0]["envvars"]["ANSIBLE_SSH_CONTROL_PATH_DIR"])
     assert control_dir.name.startswith("open-") and control_dir.is_dir(), "the stop used the opened connections"
-    assert f"ControlPath={control_dir}/%C" in ssh_recorder.masters()[0]
+    assert f'ControlPath="{control_dir}"/%C' in ssh_recorder.masters()[0]
     driver.check_health(["ant-ad1"], {"ant-ad1": [22]})  # any other playbook gets a directory of its own
     assert Path(fake.calls[1]["envvars"]["ANSIBLE_SSH_CONTROL_PATH_DIR"]) != control_dir
     driver.close()
@@ -613,3 +613,18 @@ def test_ansible_runs_without_paramiko_so_its_workers_do_not_import_it(inventory
     assert seen.stdout.strip() == "True", seen.stderr
     own = subprocess.run([sys.executable, "-c", "import paramiko"], capture_output=True, timeout=60)
     assert own.returncode == 0, "the orchestrator itself still has paramiko"
+
+
+def test_inventory_file_and_extravars_reach_ansible_marked_unsafe(inventory: Inventory, tmp_path: Path) -> None:
+    fake = FakeRunner(stop_ok)
+    driver = AnsibleDriver(inventory, tmp_path / "work", run_function=fake)
+    driver.run_playbook("check-health.yml", ["ant-emr-db1"], extravars={"note": "{{ x }}", "n": 3})
+    call = fake.calls[0]
+    assert call["extravars"] == {"note": {"__ansible_unsafe": "{{ x }}"}, "n": 3}
+    path = Path(call["inventory"])
+    assert path.stat().st_mode & 0o777 == 0o600
+    hv = json.loads(path.read_text())["all"]["hosts"]["ant-emr-db1"]
+    services = inventory.hosts["ant-emr-db1"].services
+    assert services and hv["services"] == [{"__ansible_unsafe": s} for s in services]
+    with pytest.raises(UsageError):
+        driver.run_playbook("check-health.yml", ["ant-emr-db1"], host_vars={"ant-emr-db1": {"ansible_port": 2}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def make_inventory(tmp_path: Path) -> Inventory:
             tier=1,
             depends_on=("ant-ad1",),
             services=("postgresql", "emr-api"),
-            vars={"pg_version": 15, "ansible_port": 2222, "ansible_host": "1.2.3.4"},
+            vars={"pg_version": 15, "pg_comment": "{{ not a template }}"},
         ),
         host("ant-ed-triage1", "ant-ed", 5, campus="antwerp", tier=2, depends_on=("ant-ad1",)),
         host("deu-files1", "deu-servers", 6, campus="deurne", role="file-server", tier=2, credentials="vault"),
@@ -105,11 +106,13 @@ def test_host_vars_connection_and_facts(inventory: Inventory, tmp_path: Path) ->
     assert db["ansible_host"] == "10.99.3.10"  # management address wins over vars: ansible_host
     assert db["ansible_user"] == "root"
     assert db["ansible_ssh_private_key_file"] == str(tmp_path / "keys/lab_ed25519")
-    assert "-o UserKnownHostsFile=/srv/lab/known_hosts" in db["ansible_ssh_common_args"]
-    assert "-o StrictHostKeyChecking=yes" in db["ansible_ssh_common_args"]
+    assert shlex.split(db["ansible_ssh_common_args"]) == [
+        "-o", 'UserKnownHostsFile="/srv/lab/known_hosts"', "-o", "StrictHostKeyChecking=yes",
+        "-o", "IdentitiesOnly=yes"]
+    assert db["ansible_connection"] == "ssh" and db["ansible_port"] == 22 and db["ansible_host_key_checking"] is True
     assert db["services"] == ["postgresql", "emr-api"]
     assert db["depends_on"] == ["ant-ad1"]
-    assert db["pg_version"] == 15 and db["ansible_port"] == 2222  # vars: passed through
+    assert db["pg_version"] == 15 and db["pg_comment"] == "{{ not a template }}"  # vars: passed through
     assert db["orchestrator_tier"] == 1 and db["orchestrator_segment"] == "ant-servers"
     assert "orchestrator_kept_reason" not in db
     assert hv["ant-ed-triage1"]["orchestrator_kept_reason"].startswith("island emergency-department")
@@ -169,3 +172,32 @@ def test_ansible_reads_the_export(inventory: Inventory, tmp_path: Path) -> None:
     hostvars = listed["_meta"]["hostvars"]
     assert hostvars["ant-emr-db1"]["ansible_host"] == "10.99.3.10"
     assert "Invalid characters" not in proc.stderr
+
+
+def test_dumps_marks_every_string_unsafe_but_the_password_reference(inventory: Inventory) -> None:
+    from orchestrator.ansible_inventory import dumps
+
+    data = to_ansible_inventory(inventory)
+    marked = json.loads(dumps(data))
+    hv = marked["all"]["hosts"]
+    assert hv["ant-emr-db1"]["services"] == [{"__ansible_unsafe": "postgresql"}, {"__ansible_unsafe": "emr-api"}]
+    assert hv["ant-emr-db1"]["pg_comment"] == {"__ansible_unsafe": "{{ not a template }}"}
+    assert hv["ant-emr-db1"]["pg_version"] == 15 and hv["ant-emr-db1"]["ansible_port"] == 22
+    assert hv["deu-files1"]["ansible_password"] == "{{ lookup('env', 'VAULT_OPS_PASSWORD') }}"  # the one template
+    assert marked["all"]["children"]["kept"]["hosts"] == {"ant-ed-triage1": {}, "deu-print1": {}}
+
+
+def test_ansible_reads_unsafe_values_back_as_the_same_text(inventory: Inventory, tmp_path: Path) -> None:
+    from orchestrator.ansible_inventory import dumps
+
+    path = tmp_path / "hosts.json"
+    path.write_text(dumps(to_ansible_inventory(inventory)))
+    proc = subprocess.run([str(ANSIBLE_INVENTORY), "-i", str(path), "--host", "ant-emr-db1"], capture_output=True,
+                          text=True, check=False, env={"PATH": str(ANSIBLE_INVENTORY.parent) + ":/usr/bin:/bin",
+                                                       "ANSIBLE_HOME": str(tmp_path / "ah"),
+                                                       "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True"})
+    assert proc.returncode == 0, proc.stderr
+    hostvars = json.loads(proc.stdout)
+    assert hostvars["services"] == [{"__ansible_unsafe": "postgresql"}, {"__ansible_unsafe": "emr-api"}] or \
+        hostvars["services"] == ["postgresql", "emr-api"]
+    assert hostvars["ansible_host"] in ("10.99.3.10", {"__ansible_unsafe": "10.99.3.10"})

@@ -6,12 +6,9 @@ and exit statuses are real. Nothing leaves 127.0.0.1.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import socket
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +16,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from loopback_ssh import PASSWORD, USER, LoopbackSshServer, known_hosts_line
 
 from orchestrator.drivers.ssh import (
     CommandResult,
@@ -28,133 +26,6 @@ from orchestrator.drivers.ssh import (
 )
 from orchestrator.errors import AuthFailedError, DriverTimeoutError, UnreachableError
 from orchestrator.model import Credential, Host, Inventory, Site
-
-USER = "tester"
-PASSWORD = "correct horse battery staple"  # a test secret: must never show up in an error
-
-
-class _Handler(paramiko.ServerInterface):
-    def __init__(self, server: LoopbackSshServer) -> None:
-        self.server = server
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "publickey,password"
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        if username == USER and key == self.server.client_key:
-            return paramiko.AUTH_SUCCESSFUL
-        return paramiko.AUTH_FAILED
-
-    def check_auth_password(self, username: str, password: str) -> int:
-        if username == USER and password == PASSWORD:
-            return paramiko.AUTH_SUCCESSFUL
-        return paramiko.AUTH_FAILED
-
-    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        thread = threading.Thread(target=self.server.execute, args=(channel, command.decode()), daemon=True)
-        self.server.exec_threads.append(thread)
-        thread.start()
-        return True
-
-
-class LoopbackSshServer:
-    """A minimal SSH server on 127.0.0.1:<random port>; counts connections; can drop them all."""
-
-    def __init__(self, host_key: paramiko.PKey, client_key: paramiko.PKey) -> None:
-        self.host_key = host_key
-        self.client_key = client_key
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(50)
-        self.port: int = self.sock.getsockname()[1]
-        self.connections = 0
-        self.transports: list[paramiko.Transport] = []
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.exec_threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            transport = paramiko.Transport(conn)
-            transport.add_server_key(self.host_key)
-            self.transports.append(transport)
-            try:
-                transport.start_server(server=_Handler(self))
-            except (paramiko.SSHException, EOFError, OSError):
-                continue
-
-    def execute(self, channel: paramiko.Channel, command: str) -> None:
-        proc = subprocess.Popen(
-            ["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self.procs.append(proc)
-        assert proc.stdin and proc.stdout and proc.stderr
-
-        def feed() -> None:
-            assert proc.stdin
-            try:
-                while data := channel.recv(65536):
-                    proc.stdin.write(data)
-                proc.stdin.close()
-            except (OSError, EOFError):
-                pass
-
-        def pump(stream: object, send: object) -> None:
-            read = stream.read1  # type: ignore[attr-defined]
-            try:
-                while chunk := read(65536):
-                    send(chunk)  # type: ignore[operator]
-            except (OSError, EOFError):
-                pass
-
-        threads = [
-            threading.Thread(target=feed, daemon=True),
-            threading.Thread(target=pump, args=(proc.stdout, channel.sendall), daemon=True),
-            threading.Thread(target=pump, args=(proc.stderr, channel.sendall_stderr), daemon=True),
-        ]
-        for t in threads:
-            t.start()
-        rc = proc.wait()
-        threads[1].join()
-        threads[2].join()
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            channel.send_exit_status(rc if rc >= 0 else 128 - rc)  # killed by a signal: 128 + signo
-            channel.close()
-
-    def drop_connections(self) -> None:
-        for transport in self.transports:
-            transport.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-        self.sock.close()
-        self._thread.join(timeout=2)
-        self.drop_connections()
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for thread in self.exec_threads:
-            thread.join(timeout=5)
-
-
-def _known_hosts_line(port: int, key: paramiko.PKey) -> str:
-    return f"[127.0.0.1]:{port} {key.get_name()} {key.get_base64()}\n"
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +81,7 @@ def _inventory(cred: Credential) -> Inventory:
 
 def _known_hosts(tmp_path: Path, port: int, key: object) -> Path:
     path = tmp_path / "known_hosts"
-    path.write_text(_known_hosts_line(port, key))  # type: ignore[arg-type]
+    path.write_text(known_hosts_line(port, key))  # type: ignore[arg-type]
     return path
 
 
@@ -291,7 +162,7 @@ def test_strict_host_key_mismatch_is_refused_loudly(
     err = info.value
     assert isinstance(err, AuthFailedError)
     assert "host key mismatch" in str(err) and "ssh-keygen -R" in (err.hint or "")
-    assert kh.read_text() == _known_hosts_line(server.port, keys["other_host"])  # never rewritten
+    assert kh.read_text() == known_hosts_line(server.port, keys["other_host"])  # never rewritten
 
 
 @pytest.mark.parametrize("file_exists", [True, False])
