@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The VM tier of CI: the rehearsal on Vagrant VMs (libvirt), from inventories/vm-lab.yml.
 #
-#   scripts/vagrant-tier.sh                # packages, libvirt, box, pytest -m vagrant tests/vagrant
+#   scripts/vagrant-tier.sh                # packages, then the tests from a fresh machine's state
 #   scripts/vagrant-tier.sh --setup-only   # only the packages (e.g. on a laptop)
+#   VAGRANT_TIER_CACHED=1 scripts/vagrant-tier.sh   # keep the box and the pool (the cached path)
 #
-# Installs the Debian packages it needs, starts the libvirt daemons by hand where no systemd runs
-# them, builds the box or takes it from the cache (rebuilt only when vagrant/build-box.sh changes),
-# runs the tests, and ALWAYS tears down what it brought up (trap): the VMs, the lab's libvirt
-# networks, and the daemons it started (by PID). Exits non-zero whenever the tier could not run:
-# it never skips. Prints the time of each phase.
+# Installs the Debian packages it needs, then recreates a fresh machine's state so that CI always
+# takes the first-time path, as a new user does: no built box, an empty libvirt pool, no box in
+# Vagrant's home, and /dev/kvm as a machine without udev has it (0660 root:root; the original owner
+# group and mode are put back at the end). The tests' `lab up` then builds the box, fixes the device,
+# starts libvirt, uploads the box into the pool and boots the VMs. It ALWAYS tears down what it
+# brought up (trap): the VMs, the lab's libvirt networks, and the daemons it started (by PID).
+# Exits non-zero whenever the tier could not run: it never skips. Prints the time of each phase.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -44,6 +47,8 @@ fi
 phase packages
 [ "${1:-}" = "--setup-only" ] && exit 0
 
+KVM=/dev/kvm
+KVM_SAVED=""
 teardown() {
   local rc=$?
   trap - EXIT INT TERM
@@ -57,24 +62,36 @@ teardown() {
     f=$("$PY" -c "from orchestrator.lab import vm; print(vm.vm_lab_root() / 'run' / '$d.pid')")
     if [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then kill "$(cat "$f")"; fi
   done
+  if [ -n "$KVM_SAVED" ]; then  # the device as this tier found it
+    read -r mode gid <<< "$KVM_SAVED"
+    chgrp "$gid" "$KVM" && chmod "$mode" "$KVM" && echo "vagrant-tier: $KVM back to $(stat -c '%A %U:%G' "$KVM")"
+  fi
   echo "vagrant-tier: done in $(( $(date +%s) - t0 )) s (exit $rc)"
   exit "$rc"
 }
 trap teardown EXIT
 trap 'exit 130' INT TERM
 
-# 2. libvirt (by hand where PID 1 is not systemd) and the box (cached per recipe)
-"$PY" -c 'from orchestrator.lab import vm; vm.ensure_libvirt()' || die "libvirt does not run"
-phase libvirt
-"$PY" -c '
+# 2. a fresh machine's state (unless VAGRANT_TIER_CACHED=1): no VM lab, no box anywhere, /dev/kvm
+#    not usable by libvirt's qemu user
+"$PY" -c 'from orchestrator.lab import vm; vm.vm_lab_down()' || die "a VM lab from before could not be removed"
+if [ "${VAGRANT_TIER_CACHED:-}" != 1 ]; then
+  "$PY" -c '
 from orchestrator.lab import vm
-box = vm.ensure_box()
-how = "built in %.0f s" % box.seconds if box.built else "from the cache"
-print("vagrant-tier: box %s (%s)" % (box.path, how))
-' || die "the box could not be built"
-phase box
+for what in vm.forget_box():
+    print("vagrant-tier: removed", what)
+' || die "the cached box could not be removed"
+  if [ -e "$KVM" ]; then
+    KVM_SAVED=$(stat -c '%a %g' "$KVM")
+    chgrp root "$KVM" && chmod 0660 "$KVM" || die "could not set $KVM to 0660 root:root"
+    echo "vagrant-tier: $KVM set to $(stat -c '%A %U:%G' "$KVM") (was $KVM_SAVED), as without udev"
+  fi
+  export ORCHESTRATOR_VM_TIER_FIRST_TIME=1
+fi
+phase "fresh state"
 
-# 3. the tests (they bring the VMs up and judge them from outside); no tests collected is a failure
+# 3. the tests (`lab up` builds the box, starts libvirt, boots the VMs; the tests judge them from
+#    outside); no tests collected is a failure
 "$BIN/pytest" -q -p no:cacheprovider -m vagrant tests/vagrant -s "$@"
 rc=$?
 phase tests

@@ -14,6 +14,7 @@
 # recipe here is what makes the next `lab up` rebuild it. Needs root, debootstrap, qemu-utils,
 # extlinux, fdisk, e2fsprogs and the vagrant package (for its public key). About 3-4 minutes.
 set -euo pipefail
+umask 022  # a root filesystem: whatever the caller's umask, /etc stays readable by the services' own users
 
 OUT=${1:?usage: build-box.sh OUTPUT.box [MIRROR]}
 MIRROR=${2:-${ORCHESTRATOR_LAB_MIRROR:-http://deb.debian.org/debian}}

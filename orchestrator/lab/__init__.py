@@ -8,6 +8,7 @@ keys under ``LAB_ROOT/ssh/`` are kept, so host keys stay stable across a down an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -166,6 +167,9 @@ def _refuse_other(state: dict[str, Any] | None, topo: Topology, inventory: Inven
         )
 
 
+MACHINE_UMASK = 0o022
+
+
 def lab_up(inventory: Inventory) -> LabStatus:
     """Bring the inventory's lab up and wait until every machine answers SSH. Idempotent."""
     _require_host()
@@ -174,49 +178,85 @@ def lab_up(inventory: Inventory) -> LabStatus:
     with _lock():
         state = _read_state()
         _refuse_other(state, topo, inventory)
-        img = image_mod.ensure_image()
-        if (
-            state is not None
-            and state.get("image") != str(img.path)
-            and any(machines.is_running(m.name) for m in topo.machines)
-        ):
-            img = image_mod.Image(Path(state["image"]), "", built=False, seconds=0.0)
-        image_done = time.monotonic()
-        _write_state(
-            {
-                "lab_id": topo.lab_id,
-                "inventory": inventory.path,
-                "image": str(img.path),
-                "bridges": [b.name for b in topo.bridges],
-                "blackholes": [str(n) for n in topo.data_ranges],
-                "machines": [m.name for m in topo.machines],
-                "topology": topo.as_dict(),
-            }
+        # The machines' files (image, overlays, their networkd and dbus configuration) must be readable
+        # by the machines' own services: built with the usual 022, never the CLI's private 077.
+        previous_umask = os.umask(MACHINE_UMASK)
+        try:
+            return _up_locked(inventory, topo, state, started)
+        except BaseException as exc:
+            # A failed up leaves nothing running: every machine, bridge and route it made goes,
+            # the consoles are kept for the reason.
+            kept = _keep_consoles()
+            left = _remove_locked(inventory)
+            if isinstance(exc, LabError):
+                removed = "removed everything it started" if not left else "could not remove: " + ", ".join(left)
+                raise LabError(
+                    f"{exc.message}; {removed}",
+                    target=exc.target,
+                    hint=f"consoles kept in {kept}/NAME.log; `orchestrator lab up` tries again",
+                ) from exc
+            raise
+        finally:
+            os.umask(previous_umask)
+
+
+def _keep_consoles() -> Path:
+    """Copy every machine's console log to LAB_ROOT/failed-up/ (the machines' folders go)."""
+    kept = LAB_ROOT / "failed-up"
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True, mode=0o700)
+    mdir = LAB_ROOT / "machines"
+    for log in sorted(mdir.glob("*/console.log")) if mdir.is_dir() else []:
+        with contextlib.suppress(OSError):
+            shutil.copyfile(log, kept / f"{log.parent.name}.log")
+            (kept / f"{log.parent.name}.log").chmod(0o600)
+    return kept
+
+
+def _up_locked(inventory: Inventory, topo: Topology, state: dict[str, Any] | None, started: float) -> LabStatus:
+    img = image_mod.ensure_image()
+    if (
+        state is not None
+        and state.get("image") != str(img.path)
+        and any(machines.is_running(m.name) for m in topo.machines)
+    ):
+        img = image_mod.Image(Path(state["image"]), "", built=False, seconds=0.0)
+    image_done = time.monotonic()
+    _write_state(
+        {
+            "lab_id": topo.lab_id,
+            "inventory": inventory.path,
+            "image": str(img.path),
+            "bridges": [b.name for b in topo.bridges],
+            "blackholes": [str(n) for n in topo.data_ranges],
+            "machines": [m.name for m in topo.machines],
+            "topology": topo.as_dict(),
+        }
+    )
+    keys.ensure_keys(LAB_ROOT, topo)
+    network.setup(topo)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda m: machines.prepare(LAB_ROOT, img.path, m), topo.machines))
+    # A few launches at a time: all at once makes every boot wait on the same CPUs and locks.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda m: machines.start(LAB_ROOT, img.path, m), topo.machines))
+    launched = time.monotonic()
+    timeout = 90.0 + 1.5 * len(topo.machines)
+    results = reach.wait_all(
+        {m.name: str(m.management_address) for m in topo.machines},
+        keys.client_key_path(LAB_ROOT),
+        keys.known_hosts_path(LAB_ROOT),
+        timeout,
+    )
+    failed = [r for r in results if not r.ready]
+    if failed:
+        detail = "; ".join(f"{r.name}: {r.error or r.system_state}" for r in failed)
+        raise LabError(
+            f"{len(failed)} machine(s) did not come up: {detail}",
+            target=inventory.path,
+            hint="see the machines' console logs",
         )
-        keys.ensure_keys(LAB_ROOT, topo)
-        network.setup(topo)
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda m: machines.prepare(LAB_ROOT, img.path, m), topo.machines))
-        # A few launches at a time: all at once makes every boot wait on the same CPUs and locks.
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda m: machines.start(LAB_ROOT, img.path, m), topo.machines))
-        launched = time.monotonic()
-        timeout = 90.0 + 1.5 * len(topo.machines)
-        results = reach.wait_all(
-            {m.name: str(m.management_address) for m in topo.machines},
-            keys.client_key_path(LAB_ROOT),
-            keys.known_hosts_path(LAB_ROOT),
-            timeout,
-        )
-        failed = [r for r in results if not r.ready]
-        if failed:
-            detail = "; ".join(f"{r.name}: {r.error or r.system_state}" for r in failed)
-            raise LabError(
-                f"{len(failed)} machine(s) did not come up: {detail}",
-                target=inventory.path,
-                hint=f"see {LAB_ROOT}/machines/NAME/console.log; `orchestrator lab down` removes the partial lab",
-            )
-        done = time.monotonic()
+    done = time.monotonic()
     timings = {
         "image": round(img.seconds, 2),
         "image_built": 1.0 if img.built else 0.0,
@@ -243,29 +283,36 @@ def lab_down(inventory: Inventory | None = None) -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root", target="lab", hint="run it as root, e.g. with sudo")
     with _lock():
-        state = _read_state() or {}
-        names: set[str] = set(state.get("machines", [])) | set(machines.known_machines(LAB_ROOT))
-        bridges: list[str] = list(state.get("bridges", []))
-        blackholes: list[str] = list(state.get("blackholes", []))
-        if inventory is not None:
-            topo = topology(inventory)
-            names |= {m.name for m in topo.machines}
-            bridges += [b.name for b in topo.bridges if b.name not in bridges]
-            blackholes += [str(n) for n in topo.data_ranges if str(n) not in blackholes]
-        left: list[str] = []
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            for rest in pool.map(lambda n: machines.remove(LAB_ROOT, n), sorted(names)):
-                left.extend(rest)
-        machines.remove_cgroup_parents()
-        left += network.teardown(bridges, blackholes)
-        if left:
-            raise LabError(
-                "could not remove: " + ", ".join(left),
-                target="lab",
-                hint="run `orchestrator lab down` again; check `mount` and `ip link` for leftovers",
-            )
+        left = _remove_locked(inventory)
+    if left:
+        raise LabError(
+            "could not remove: " + ", ".join(left),
+            target="lab",
+            hint="run `orchestrator lab down` again; check `mount` and `ip link` for leftovers",
+        )
+
+
+def _remove_locked(inventory: Inventory | None) -> list[str]:
+    """What :func:`lab_down` does, under the lab's lock already held. Returns what is left."""
+    state = _read_state() or {}
+    names: set[str] = set(state.get("machines", [])) | set(machines.known_machines(LAB_ROOT))
+    bridges: list[str] = list(state.get("bridges", []))
+    blackholes: list[str] = list(state.get("blackholes", []))
+    if inventory is not None:
+        topo = topology(inventory)
+        names |= {m.name for m in topo.machines}
+        bridges += [b.name for b in topo.bridges if b.name not in bridges]
+        blackholes += [str(n) for n in topo.data_ranges if str(n) not in blackholes]
+    left: list[str] = []
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for rest in pool.map(lambda n: machines.remove(LAB_ROOT, n), sorted(names)):
+            left.extend(rest)
+    machines.remove_cgroup_parents()
+    left += network.teardown(bridges, blackholes)
+    if not left:
         (LAB_ROOT / STATE_FILE).unlink(missing_ok=True)
         shutil.rmtree(LAB_ROOT / "machines", ignore_errors=True)
+    return left
 
 
 def running_machines() -> tuple[Path, list[str]]:

@@ -90,6 +90,28 @@ def setup(topo: Topology) -> None:
         ensure_blackhole(net)
 
 
+GUARD_METRIC = 4242  # below every connected route's priority (metric 0): the lab's own routes win while they exist
+
+
+def guard_range(net: ipaddress.IPv4Network) -> None:
+    """A low-priority blackhole for a lab range: while the lab's bridges carry the range, their connected
+    routes win; when they do not (a lab half built, failed or down), nothing for the range leaves through
+    the default route. Idempotent."""
+    for route in _routes_exact(net):
+        if route.get("type") == "blackhole" and route.get("metric") == GUARD_METRIC:
+            return
+    run_ip("route", "add", "blackhole", str(net), "metric", str(GUARD_METRIC))
+
+
+def unguard_range(net: ipaddress.IPv4Network) -> bool:
+    """Remove :func:`guard_range`'s route. False when it is there and could not be removed."""
+    for route in _routes_exact(net):
+        if route.get("type") == "blackhole" and route.get("metric") == GUARD_METRIC:
+            args = ("route", "del", "blackhole", str(net), "metric", str(GUARD_METRIC))
+            return run_ip(*args, check=False).returncode == 0
+    return True
+
+
 def teardown(bridges: list[str], blackholes: list[str]) -> list[str]:
     """Remove the named bridges and blackhole routes. Returns what could not be removed."""
     left: list[str] = []

@@ -5,7 +5,10 @@ themselves are the VM tier's: tests/vagrant, scripts/vagrant-tier.sh.)"""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +156,310 @@ def test_vagrants_own_network_never_overlaps_the_lab(tmp_path: Path) -> None:
     clash.write_text(VM_INV.read_text().replace("10.151.3.", "10.151.250."))  # vm-clinical moves onto it
     with pytest.raises(LabError, match="overlaps Vagrant's own network"):
         vagrant.vagrant_dict(load_inventory(clash))
+
+
+# --------------------------------------------------------------------------------------------
+# /dev/kvm: every state the device can be found in (a temp file stands for it; chown is faked)
+# --------------------------------------------------------------------------------------------
+
+
+class FakeOwnership:
+    """chown and group lookups that never need root: the temp file's real group stands for ``root``
+    or for ``kvm``, as the test says; chmod is real (the file is the test's own)."""
+
+    def __init__(self, kvm_gid: int, *, kvm_exists: bool = True) -> None:
+        self.kvm_gid = kvm_gid
+        self.kvm_exists = kvm_exists
+        self.chowns: list[tuple[Path, int, int]] = []
+
+    def ops(self) -> vm.DeviceOps:
+        def group_id(name: str) -> int:
+            if name != "kvm" or not self.kvm_exists:
+                raise KeyError(name)
+            return self.kvm_gid
+
+        return vm.DeviceOps(
+            chown=lambda path, uid, gid: self.chowns.append((path, uid, gid)),
+            group_id=group_id,
+            group_name=lambda gid: "kvm" if gid == self.kvm_gid else "root",
+        )
+
+
+def device(tmp_path: Path, mode: int) -> Path:
+    path = tmp_path / "kvm"
+    path.touch()
+    path.chmod(mode)
+    return path
+
+
+def test_kvm_device_0600_root_root_gets_group_kvm_and_group_rw(tmp_path: Path) -> None:
+    dev = device(tmp_path, 0o600)
+    fake = FakeOwnership(kvm_gid=dev.stat().st_gid + 1)
+    change = vm.ensure_kvm_device(dev, ops=fake.ops())
+    assert fake.chowns == [(dev, -1, fake.kvm_gid)]
+    assert dev.stat().st_mode & 0o777 == 0o660
+    assert change is not None and "group root -> kvm" in change and "mode 0600 -> 0660" in change
+
+
+def test_kvm_device_0660_root_root_gets_group_kvm(tmp_path: Path) -> None:
+    """The issue's machine: group rw already, but group root: libvirt's qemu user cannot open it."""
+    dev = device(tmp_path, 0o660)
+    fake = FakeOwnership(kvm_gid=dev.stat().st_gid + 1)
+    change = vm.ensure_kvm_device(dev, ops=fake.ops())
+    assert fake.chowns == [(dev, -1, fake.kvm_gid)]
+    assert dev.stat().st_mode & 0o777 == 0o660
+    assert change is not None and "group root -> kvm" in change and "mode" not in change
+
+
+def test_kvm_device_0660_root_kvm_is_left_alone(tmp_path: Path) -> None:
+    dev = device(tmp_path, 0o660)
+    fake = FakeOwnership(kvm_gid=dev.stat().st_gid)
+    assert vm.ensure_kvm_device(dev, ops=fake.ops()) is None
+    assert fake.chowns == [] and dev.stat().st_mode & 0o777 == 0o660
+
+
+def test_kvm_device_0666_is_usable_by_anyone_and_left_alone(tmp_path: Path) -> None:
+    dev = device(tmp_path, 0o666)
+    fake = FakeOwnership(kvm_gid=dev.stat().st_gid + 1)
+    assert vm.ensure_kvm_device(dev, ops=fake.ops()) is None
+    assert fake.chowns == [] and dev.stat().st_mode & 0o777 == 0o666
+
+
+def test_kvm_device_absent_is_nothing_to_do(tmp_path: Path) -> None:
+    fake = FakeOwnership(kvm_gid=4242)
+    assert vm.ensure_kvm_device(tmp_path / "kvm", ops=fake.ops()) is None
+    assert fake.chowns == []
+    usable, why = vm.kvm_usable(tmp_path / "kvm")
+    assert not usable and "does not open" in why
+
+
+def test_kvm_device_without_a_kvm_group_says_what_to_install(tmp_path: Path) -> None:
+    dev = device(tmp_path, 0o600)
+    with pytest.raises(LabError, match="no group 'kvm'"):
+        vm.ensure_kvm_device(dev, ops=FakeOwnership(4242, kvm_exists=False).ops())
+
+
+def test_ensure_libvirt_fixes_the_device_and_logs_it_even_when_libvirt_runs(
+    monkeypatch: pytest.MonkeyPatch, vm_root: Path
+) -> None:
+    monkeypatch.setattr(vm.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(vm, "ensure_kvm_device", lambda: "/dev/kvm: group root -> kvm")
+    monkeypatch.setattr(vm, "libvirt_answers", lambda: True)
+    lines: list[str] = []
+    assert vm.ensure_libvirt(lines.append) is False
+    assert lines == ["/dev/kvm: group root -> kvm"]
+    log = vm_root / "vm-lab.log"
+    assert "/dev/kvm: group root -> kvm" in log.read_text() and log.stat().st_mode & 0o777 == 0o600
+
+
+def test_kvm_is_used_only_when_the_device_opens_and_the_cpu_has_vt_x(tmp_path: Path) -> None:
+    """A character device that is not KVM does not answer KVM's ioctl; a PVM host has no vmx/svm."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu vme de pse tsc msr hypervisor\n")
+    usable, why = vm.kvm_usable(Path("/dev/null"), cpuinfo)
+    assert not usable and "does not answer" in why
+    if Path("/dev/kvm").exists() and vm.os.access("/dev/kvm", vm.os.R_OK | vm.os.W_OK):
+        usable, why = vm.kvm_usable(Path("/dev/kvm"), cpuinfo)
+        assert not usable and "no VT-x/AMD-V" in why
+
+
+# --------------------------------------------------------------------------------------------
+# lab up: its time limit, its progress, and what a failed one leaves (nothing running)
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_time_limit_follows_the_work() -> None:
+    cached = vm.UpBudget(vms=5, driver="qemu", cpus=2, upload=False, box_mb=143)
+    first = vm.UpBudget(vms=5, driver="qemu", cpus=2, upload=True, box_mb=143)
+    assert first.seconds > cached.seconds, "the first upload of the box into the pool takes time"
+    assert vm.UpBudget(vms=5, driver="qemu", cpus=2, upload=True, box_mb=1430).seconds > first.seconds
+    assert vm.UpBudget(vms=5, driver="kvm", cpus=2, upload=False).seconds < cached.seconds / 3
+    assert vm.UpBudget(vms=10, driver="qemu", cpus=2, upload=False).seconds > cached.seconds
+    assert vm.UpBudget(vms=5, driver="qemu", cpus=8, upload=False).seconds < cached.seconds
+    # the issue's machine: 5 emulated VMs on 2 CPUs took 430 s once /dev/kvm was right: room for twice that
+    assert cached.seconds >= 2 * 430
+    assert "5 VMs under qemu on 2 CPUs, first upload of the box (143 MB)" in first.describe()
+
+
+def test_the_time_limit_can_be_set_and_a_bad_one_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = vm.UpBudget(vms=5, driver="qemu", cpus=2, upload=False)
+    monkeypatch.delenv(vm.UP_TIMEOUT_ENV, raising=False)
+    assert vm._up_timeout(budget) == budget.seconds
+    monkeypatch.setenv(vm.UP_TIMEOUT_ENV, "30")
+    assert vm._up_timeout(budget) == 30.0
+    monkeypatch.setenv(vm.UP_TIMEOUT_ENV, "soon")
+    with pytest.raises(LabError, match="ORCHESTRATOR_VM_LAB_UP_TIMEOUT='soon' is not a number"):
+        vm._up_timeout(budget)
+
+
+# vagrant 2.3 / vagrant-libvirt 0.11 lines, as `vagrant up --machine-readable` writes them
+MACHINE_READABLE = """\
+1764700000,,ui,info,Bringing machine 'vm-fw' up with 'libvirt' provider...
+1764700001,vm-fw,metadata,provider,libvirt
+1764700002,vm-fw,ui,info,==> vm-fw: Uploading base box image as volume into Libvirt storage...
+1764700003,vm-fw,ui,info,==> vm-fw: Creating image (snapshot of base box volume).
+1764700004,vm-fw,ui,info,==> vm-fw: Creating domain with the following settings...
+1764700004,vm-fw,ui,info,==> vm-fw:  -- Name:              olab-vm-fw
+1764700009,vm-fw,ui,info,==> vm-fw: Starting domain.
+1764700010,vm-fw,ui,info,==> vm-fw: Waiting for domain to get an IP address...
+1764700090,vm-fw,ui,info,==> vm-fw: Waiting for machine to boot. This may take a few minutes...
+1764700091,vm-fw,ui,info,    vm-fw: SSH address: 10.151.250.12:22
+1764700190,vm-fw,ui,info,==> vm-fw: Machine booted and ready!
+1764700191,vm-fw,ui,info,==> vm-fw: Running provisioner: hostkey (file)...
+1764700192,vm-fw,ui,info,==> vm-fw: Running provisioner: lab (shell)...
+1764700193,vm-fw,ui,output,    vm-fw: a%!(VAGRANT_COMMA) b\\nc
+"""
+
+
+def test_vagrants_machine_readable_lines_give_each_vms_stage(tmp_path: Path) -> None:
+    assert vm.parse_machine_readable("1764700193,vm-fw,ui,output,    vm-fw: a%!(VAGRANT_COMMA) b\\nc") == (
+        "vm-fw", "    vm-fw: a, b\nc")
+    assert vm.parse_machine_readable("1764700001,vm-fw,metadata,provider,libvirt") is None
+    lines: list[str] = []
+    with (tmp_path / "up.log").open("w") as log:
+        follower = vm._UpProgress(log, ["vm-fw"], lines.append, started=0.0)
+        for raw in MACHINE_READABLE.splitlines(keepends=True):
+            follower.line(raw)
+    stages = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in lines]
+    assert stages == [
+        "uploading the box into the libvirt pool (first time only)", "creating its disk", "defining the VM",
+        "starting", "booting (waiting for its address)", "booting (waiting for SSH)", "booted",
+        "provisioning (its pinned host key)", "provisioning (networks, nftables, services)",
+    ]
+    assert all(line.startswith("vm-fw: ") for line in lines)
+    text = (tmp_path / "up.log").read_text()
+    assert "==> vm-fw: Starting domain.\n" in text and "a, b\nc" in text and "%!(VAGRANT_COMMA)" not in text
+
+
+def test_a_vagrant_up_past_its_limit_is_stopped_with_everything_it_started(
+    tmp_path: Path, vm_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in `vagrant` (a shell script on PATH) that starts a child and never ends."""
+    fake = tmp_path / "bin" / "vagrant"
+    fake.parent.mkdir()
+    child_pid = tmp_path / "child.pid"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo '1764700003,vm-fw,ui,info,==> vm-fw: Creating image (snapshot of base box volume).'\n"
+        "echo '1764700090,vm-fw,ui,info,==> vm-fw: Waiting for machine to boot. This may take a few minutes...'\n"
+        f"sleep 300 & echo $! > {child_pid}\n"
+        "wait\n"
+    )
+    fake.chmod(0o755)
+    env = {**vm.os.environ, "PATH": f"{fake.parent}:{vm.os.environ['PATH']}"}
+    monkeypatch.setattr(vm, "PROGRESS_EVERY_S", 0.5)
+    lines: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(LabError, match=r"did not finish within 2 s .*vm-fw booting \(waiting for SSH\)"):
+        vm._run_vagrant_up(tmp_path / "up.log", ["vm-fw"], timeout=2, env=env, progress=lines.append)
+    assert time.monotonic() - started < 20
+    assert [line.rsplit(" (", 1)[0] for line in lines[:2]] == ["vm-fw: creating its disk",
+                                                              "vm-fw: booting (waiting for SSH)"]
+    assert any(re.fullmatch(r"[0-9]+ s: vm-fw booting \(waiting for SSH\)", line) for line in lines[2:]), (
+        "while it waits, where every VM is, every PROGRESS_EVERY_S")
+    stat = Path(f"/proc/{int(child_pid.read_text())}/stat")
+    for _ in range(50):  # gone, or a zombie left to a PID 1 that does not reap
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("vagrant's child outlived it")
+
+
+def test_a_failed_vm_lab_up_removes_what_it_started_and_keeps_the_console_logs(
+    monkeypatch: pytest.MonkeyPatch, vm_root: Path
+) -> None:
+    removed: list[tuple[object, bool]] = []
+    monkeypatch.setattr(vm, "missing_vm_packages", lambda: [])
+
+    def remove(inventory: object, *, stop_daemons: bool) -> list[str]:
+        removed.append((inventory, stop_daemons))
+        return []
+
+    monkeypatch.setattr(vm, "_remove_locked", remove)
+
+    def too_slow(*args: object) -> vm.LabStatus:
+        raise LabError("`vagrant up` did not finish within 5 s (log: x)", target="vm lab", hint="see the consoles")
+
+    monkeypatch.setattr(vm, "_up_locked", too_slow)
+    inv = load_inventory(VM_INV)
+    lines: list[str] = []
+    with pytest.raises(LabError) as info:
+        vm.vm_lab_up(inv, progress=lines.append)
+    assert removed == [(inv, True)], "VMs, networks and the daemons it started are removed"
+    assert "did not finish within 5 s" in info.value.message
+    assert "removed the VMs, networks and daemons it started" in info.value.message
+    assert f"console logs kept: {vm_root / 'console'}/NAME.log" in str(info.value.hint)
+    assert any("removing the VMs" in line for line in lines)
+
+    def interrupted(*args: object) -> vm.LabStatus:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vm, "_up_locked", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        vm.vm_lab_up(inv)
+    assert len(removed) == 2, "Ctrl-C during lab up removes what it started too"
+
+
+def test_a_failed_vm_lab_up_says_what_it_could_not_remove(monkeypatch: pytest.MonkeyPatch, vm_root: Path) -> None:
+    monkeypatch.setattr(vm, "missing_vm_packages", lambda: [])
+    monkeypatch.setattr(vm, "_remove_locked", lambda inventory, stop_daemons: ["domain olab-vm-fw"])
+    monkeypatch.setattr(vm, "_up_locked", lambda *a: (_ for _ in ()).throw(LabError("boom", target="vm lab")))
+    with pytest.raises(LabError, match="boom; could not remove: domain olab-vm-fw"):
+        vm.vm_lab_up(load_inventory(VM_INV))
+
+
+def test_another_vm_lab_is_never_removed_by_a_refused_up(monkeypatch: pytest.MonkeyPatch, vm_root: Path) -> None:
+    monkeypatch.setattr(vm, "missing_vm_packages", lambda: [])
+    monkeypatch.setattr(vm, "_read_state", lambda: {"lab_id": "another", "inventory": "other.yml"})
+    monkeypatch.setattr(vm, "_remove_locked", lambda *a, **k: pytest.fail("the other lab was removed"))
+    with pytest.raises(LabError, match="a different VM lab is up"):
+        vm.vm_lab_up(load_inventory(VM_INV))
+
+
+def test_the_box_and_the_vm_tools_are_made_with_the_usual_umask_not_the_clis_private_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vm_root: Path
+) -> None:
+    """The CLI runs under umask 077; a box built under it has 0600 networkd files and VMs that never
+    ask for an address. A stand-in build-box.sh records the umask it was given."""
+    shutil.copytree(REPO / "vagrant", tmp_path / "vagrant")
+    (tmp_path / "vagrant" / "build-box.sh").write_text('umask > "$1"\n')
+    monkeypatch.setenv(vm.VAGRANT_DIR_ENV, str(tmp_path / "vagrant"))
+    monkeypatch.setenv("ORCHESTRATOR_LAB_CACHE", str(tmp_path / "cache"))
+    previous = vm.os.umask(0o077)
+    try:
+        box = vm.ensure_box()
+        ran = vm._run(["sh", "-c", "umask"]).stdout.strip()
+    finally:
+        vm.os.umask(previous)
+    assert box.built and box.path.read_text().strip() == "0022"
+    assert ran == "0022"
+    assert "\numask 022" in (REPO / "vagrant" / "build-box.sh").read_text(), "also when run by hand"
+
+
+def test_the_vm_lab_guards_every_lab_range_with_a_low_priority_blackhole_until_lab_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.lab import network
+
+    monkeypatch.setenv(vm.VM_LAB_ROOT_ENV, str(tmp_path / "vmlab"))
+    routes: dict[str, dict[str, object]] = {}
+
+    def run_ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if args[:4] == ("-j", "route", "show", "exact"):
+            return subprocess.CompletedProcess(args, 0, json.dumps([routes[args[4]]] if args[4] in routes else []), "")
+        verb, _, net, _, metric = args[1:6]
+        if verb == "add":
+            routes[net] = {"type": "blackhole", "metric": int(metric)}
+        else:
+            routes.pop(net)
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(network, "run_ip", run_ip)
+    inv = load_inventory(VM_INV)
+    vm._guard_lab_ranges(inv)
+    vm._guard_lab_ranges(inv)  # idempotent
+    # one bit wider than each range the lab uses: libvirt refuses a network whose exact prefix is routed
+    assert sorted(routes) == ["10.150.0.0/15", "10.152.0.0/23"]
+    assert all(r == {"type": "blackhole", "metric": network.GUARD_METRIC} for r in routes.values())
+    assert vm._unguard_lab_ranges() == [] and routes == {}

@@ -79,9 +79,16 @@ def vm_lab(vm_inventory: Inventory) -> Iterator[LabStatus]:
         pytest.fail("missing system packages for the VM lab: " + " ".join(missing) + " (scripts/vagrant-tier.sh)")
     started = time.monotonic()
     res = orchestrator_cli("lab", "up", str(VM_INVENTORY), "--provider", "vagrant", "--json")
+    print(f"\nvm lab up: {time.monotonic() - started:.0f} s; its progress:\n{res.stderr}")
     assert res.returncode == 0, f"lab up --provider vagrant failed (exit {res.returncode}):\n{res.stdout}{res.stderr}"
+    if os.environ.get("ORCHESTRATOR_VM_TIER_FIRST_TIME") == "1":
+        # scripts/vagrant-tier.sh recreated a fresh machine: this `lab up` took the first-time path
+        assert "vm lab: building the box" in res.stderr
+        assert "first upload of the box (" in res.stderr
+        assert "uploading the box into the libvirt pool" in res.stderr
+        if Path("/dev/kvm").exists():
+            assert "vm lab: /dev/kvm: group root -> kvm" in res.stderr
     doc = json.loads(res.stdout)
-    print(f"\nvm lab up: {time.monotonic() - started:.0f} s")
     machines = tuple(
         MachineStatus(m["name"], m["kind"], m["state"], m["pid"], m["management_address"], SshLogin(**m["ssh"]))
         for m in doc["machines"]

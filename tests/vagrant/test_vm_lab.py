@@ -120,12 +120,18 @@ def test_status_has_the_lab_contract_and_pinned_keys_log_in(
     bogus.close()
 
 
+def newest_baseline(state_dir: Path, host: str) -> Path:
+    """The host's newest baseline: ``baselines/HOST/TAKEN.json`` (one per capture), else ``baselines/HOST.json``."""
+    versions = sorted((state_dir / "baselines" / host).glob("*.json"), reverse=True)
+    return versions[0] if versions else state_dir / "baselines" / f"{host}.json"
+
+
 def test_baseline_then_tampering_is_named_by_integrity_check(state_dir: Path, vm_run: Run) -> None:
     res = orch(state_dir, "baseline", "capture", INV)
     assert res.returncode == 0, res.stdout + res.stderr
     for host in ("vm-ad1", "vm-db1", "vm-ws1"):
         # every part of the collector ran to completion (an emulated VM is slow: nothing timed out)
-        snapshot = json.loads((state_dir / "baselines" / f"{host}.json").read_text())["snapshot"]
+        snapshot = json.loads(newest_baseline(state_dir, host).read_text())["snapshot"]
         failed = {part: rc for part, rc in snapshot["collected"].items() if rc != 0}
         assert not failed, f"{host}: collector parts failed: {failed}"
         assert snapshot["units"] and snapshot["timers"], host
