@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := /var/lib/orchestrator-lab/.system-packages
-SYSTEM_PACKAGES := systemd-container debootstrap nftables iproute2 iputils-ping openssh-client chromium ruby
+SYSTEM_PACKAGES := systemd-container debootstrap nftables iproute2 iputils-ping openssh-client chromium ruby rsyslog \
+	golang-go golang-github-vmware-govmomi-dev ipmitool libvirt-dev pkg-config gcc python3-dev
 
 .PHONY: setup system venv test test-unit test-lab lint drill bench clean lab-up lab-down
 
@@ -30,6 +31,10 @@ test: setup
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit tests/contract
+
+.PHONY: test-power
+test-power: setup
+	$(BIN)/pytest -q -p no:cacheprovider tests/power
 
 test-lab: setup
 	$(BIN)/pytest -q -p no:cacheprovider tests/adversarial tests/lab

@@ -15,17 +15,34 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator import __version__
 from orchestrator.config import Settings
-from orchestrator.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, InventoryError, OrchestratorError
+from orchestrator.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERLOCK,
+    EXIT_OK,
+    InventoryError,
+    OrchestratorError,
+)
 from orchestrator.model import Inventory, Mode, Plan, Scope
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 160)
 
 DEFAULT_LAB_INVENTORY = "inventories/lab.yml"
+STATUS_COLOURS = {"verified": "green", "failed": "red", "skipped": "yellow", "unproven": "magenta",
+                  "completed": "green", "interrupted": "yellow"}
+
+
+def lit(value: Any) -> str:
+    """A value shown as itself inside rich markup: inventory strings, device replies, host output and
+    error messages are never interpreted as markup (a ``[/b]`` from a hostile host is text)."""
+    return escape(str(value))
 
 
 class Exit(Exception):  # noqa: N818 - carries an exit status up to main()
@@ -47,7 +64,7 @@ def load(path: str, strict: bool = False) -> Inventory:
 
     result = validate_file(path, strict=strict)
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning[/] {warning.render()}", soft_wrap=True)
+        err_console.print(f"[yellow]warning[/] {lit(warning.render())}", soft_wrap=True)
     return result.inventory
 
 
@@ -106,8 +123,8 @@ def validate(inventory: str, strict: bool, as_json: bool) -> None:
                               "islands": len(inv.islands)}})
         return
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning[/] {warning.render()}", soft_wrap=True)
-    console.print(f"[green]valid[/] {inventory}: {len(inv.campuses)} campuses, {len(inv.segments)} segments, "
+        err_console.print(f"[yellow]warning[/] {lit(warning.render())}", soft_wrap=True)
+    console.print(f"[green]valid[/] {lit(inventory)}: {len(inv.campuses)} campuses, {len(inv.segments)} segments, "
                   f"{len(inv.devices)} devices, {len(inv.links)} links, {len(inv.hosts)} hosts, "
                   f"{len(inv.islands)} islands; {len(inv.keep_reasons())} hosts keep running")
 
@@ -128,12 +145,11 @@ def inventory_schema_cmd() -> None:
 @inventory_group.command("ansible")
 @click.argument("inventory", type=click.Path(dir_okay=False))
 def inventory_ansible_cmd(inventory: str) -> None:
-    """Export an Ansible inventory (YAML) for the manual fallback playbooks."""
-    import yaml
+    """Export an Ansible inventory for the manual fallback playbooks (JSON, read by Ansible's YAML
+    inventory plugin; every inventory string marked unsafe, so Ansible never templates it)."""
+    from orchestrator.ansible_inventory import dumps, to_ansible_inventory
 
-    from orchestrator.ansible_inventory import to_ansible_inventory
-
-    click.echo(yaml.safe_dump(to_ansible_inventory(load(inventory)), sort_keys=True), nl=False)
+    click.echo(dumps(to_ansible_inventory(load(inventory))), nl=False)
 
 
 @cli.command()
@@ -156,11 +172,11 @@ def plan(inventory: str, mode: str, campuses: tuple[str, ...], segments: tuple[s
     else:
         render_plan(the_plan)
         if output:
-            console.print(f"plan written to {output}")
+            console.print(f"plan written to {output}", markup=False)
 
 
 def render_plan(the_plan: Plan) -> None:
-    table = Table(title=f"{the_plan.mode.value} plan {the_plan.plan_id} for {the_plan.site}", show_lines=False)
+    table = Table(title=Text(f"{the_plan.mode.value} plan {the_plan.plan_id} for {the_plan.site}"), show_lines=False)
     table.add_column("wave", justify="right")
     table.add_column("phase")
     table.add_column("action")
@@ -170,15 +186,15 @@ def render_plan(the_plan: Plan) -> None:
         for step in wave.steps:
             by_action.setdefault(step.action.value, []).append(step.target)
         for i, (action, targets) in enumerate(by_action.items()):
-            table.add_row(str(wave.index) if i == 0 else "", wave.phase.value if i == 0 else "", action,
-                          ", ".join(targets))
+            table.add_row(str(wave.index) if i == 0 else "", wave.phase.value if i == 0 else "", Text(action),
+                          Text(", ".join(targets)))
     console.print(table)
     if the_plan.kept:
         console.print("[bold]Stays running[/] (never powered off; its segment is still isolated):")
         for host, why in the_plan.kept.items():
-            console.print(f"  {host}: {why}")
+            console.print(f"  {host}: {why}", markup=False, soft_wrap=True)
     console.print(f"{len(the_plan.steps())} steps in {len(the_plan.waves)} waves; "
-                  f"inventory sha256 {the_plan.inventory_sha256[:12]}")
+                  f"inventory sha256 {the_plan.inventory_sha256[:12]}", markup=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +226,10 @@ def lab_up_cmd(inventory: str, provider: str, as_json: bool) -> None:
     if provider == "vagrant":
         from orchestrator.lab.vm import vm_lab_up
 
-        status = vm_lab_up(load(inventory))
+        def progress(line: str) -> None:  # on stderr: stdout stays the status (--json)
+            err_console.print(f"vm lab: {line}", markup=False, highlight=False, soft_wrap=True)
+
+        status = vm_lab_up(load(inventory), progress=progress)
     else:
         from orchestrator.lab import lab_up
 
@@ -262,8 +281,8 @@ def render_lab(doc: dict[str, Any], as_json: bool) -> None:
         table.add_column(col)
     for m in doc["machines"]:
         colour = "green" if m["state"] == "running" else "red"
-        table.add_row(m["name"], m["kind"], f"[{colour}]{m['state']}[/]", str(m.get("pid") or "-"),
-                      str(m["management_address"]))
+        table.add_row(Text(str(m["name"])), Text(str(m["kind"])), Text(str(m["state"]), style=colour),
+                      Text(str(m.get("pid") or "-")), Text(str(m["management_address"])))
     console.print(table)
 
 
@@ -274,13 +293,17 @@ def render_lab(doc: dict[str, Any], as_json: bool) -> None:
 
 class ProgressView:
     """Human progress: one line per wave and per finished step, with elapsed time; on a terminal a
-    live line shows what is running now. With --json: every journal record as one JSON line."""
+    live line shows what is running now. With --json: every journal record as one JSON line.
+
+    Everything a record carries (step errors, device replies, host names, reasons) is printed as
+    text, never as rich markup: a ``[/b]`` from a hostile host is shown, not interpreted."""
 
     def __init__(self, as_json: bool) -> None:
         import threading
         import time
 
         self.as_json = as_json
+        self.name = "json printer" if as_json else "progress view"  # how the journal names it (observer-error)
         self.t0 = time.monotonic()
         self.running: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -299,33 +322,47 @@ class ProgressView:
             click.echo(json.dumps(record, ensure_ascii=False, default=str, sort_keys=True))
             return
         kind = record.get("type")
+        g = record.get
         with self._lock:
             if kind == "wave-started":
-                console.print(f"{self.elapsed()} [bold]wave {record['wave']}[/] ({record['phase']}): "
-                              f"{len(record.get('steps', []))} step(s)")
+                console.print(f"{self.elapsed()} [bold]wave {lit(g('wave'))}[/] ({lit(g('phase'))}): "
+                              f"{len(g('steps') or [])} step(s)")
             elif kind == "step-started":
-                self.running[record["step_id"]] = 0.0
+                self.running[str(g("step_id"))] = 0.0
             elif kind == "step-finished":
-                self.running.pop(record["step_id"], None)
-                status = record["status"]
-                colour = {"verified": "green", "failed": "red", "skipped": "yellow"}.get(status, "white")
-                extra = " (already in force)" if record.get("already") else ""
-                extra += " [magenta](escalated to power off)[/]" if record.get("escalated") else ""
-                err = f" — {record['error']}" if record.get("error") else ""
-                console.print(f"{self.elapsed()}   [{colour}]{status:8}[/] {record['step_id']}{extra}{err}",
+                self.running.pop(str(g("step_id")), None)
+                status = str(g("status"))
+                colour = STATUS_COLOURS.get(status, "white")
+                extra = " (already in force)" if g("already") else ""
+                extra += " [magenta](escalated to power off)[/]" if g("escalated") else ""
+                err = f" — {lit(g('error'))}" if g("error") else ""
+                console.print(f"{self.elapsed()}   [{colour}]{lit(f'{status:8}')}[/] {lit(g('step_id'))}{extra}{err}",
                               soft_wrap=True)
             elif kind == "escalation":
-                console.print(f"{self.elapsed()}   [magenta]escalate[/] {record.get('host')}: {record.get('to')} "
-                              f"({record.get('reason')})", soft_wrap=True)
+                console.print(f"{self.elapsed()}   [magenta]escalate[/] {lit(g('host'))}: {lit(g('to'))} "
+                              f"({lit(g('reason'))})", soft_wrap=True)
+            elif kind == "quarantine":
+                off = "powered off" if g("powered_off") else "NOT powered off"
+                console.print(f"{self.elapsed()}   [red]quarantine[/] {lit(g('host'))} ({off}): {lit(g('reason'))}",
+                              soft_wrap=True)
+            elif kind == "clearance":
+                console.print(f"{self.elapsed()}   [cyan]cleared[/] {lit(g('host'))} for {lit(g('segment'))}: "
+                              f"{lit(g('text'))}", soft_wrap=True)
             elif kind == "milestone":
-                console.print(f"{self.elapsed()} [bold cyan]{record['name']}[/] after {record['elapsed_s']:.1f} s")
+                elapsed_s = g("elapsed_s")
+                after = f"{elapsed_s:.1f}" if isinstance(elapsed_s, int | float) else lit(elapsed_s)
+                console.print(f"{self.elapsed()} [bold cyan]{lit(g('name'))}[/] after {after} s")
             elif kind == "gate-approved":
-                console.print(f"{self.elapsed()}   [green]approved[/] {record['gate']} by {record['approver']} "
-                              f"({record['how']})")
+                console.print(f"{self.elapsed()}   [green]approved[/] {lit(g('gate'))} by {lit(g('approver'))} "
+                              f"({lit(g('how'))})", soft_wrap=True)
+            elif kind == "observer-error":
+                console.print(f"{self.elapsed()}   [yellow]observer error[/] {lit(g('observer'))}: "
+                              f"{lit(g('error_type'))}: {lit(g('message'))} (journaled; the run goes on)",
+                              soft_wrap=True)
             if self._status is not None:
                 now = ", ".join(sorted(self.running)[:6]) or "waiting"
                 more = f" (+{len(self.running) - 6})" if len(self.running) > 6 else ""
-                self._status.update(f"{self.elapsed()} running now: {now}{more}")
+                self._status.update(Text(f"{self.elapsed()} running now: {now}{more}"))
 
     def close(self) -> None:
         if self._status is not None:
@@ -366,21 +403,25 @@ def render_result(result: Any, as_json: bool) -> None:
                                "quarantined": dict(result.quarantined),
                                "left": [{"step_id": s, "reason": r} for s, r in result.left]}))
         return
-    colour = {"completed": "green", "failed": "red", "interrupted": "yellow"}[result.status]
-    console.print(f"\nrun [bold]{result.run_id}[/]: [{colour}]{result.status}[/]")
+    colour = STATUS_COLOURS.get(result.status, "red")
+    console.print(f"\nrun [bold]{lit(result.run_id)}[/]: [{colour}]{lit(result.status)}[/]")
     if result.time_to_containment_s is not None:
         console.print(f"  time to containment: {result.time_to_containment_s:.1f} s")
     if result.time_to_shutdown_s is not None:
         console.print(f"  time to shutdown:    {result.time_to_shutdown_s:.1f} s")
     for host, why in result.quarantined.items():
-        console.print(f"  [red]quarantined[/] {host}: {why}", soft_wrap=True)
+        console.print(f"  [red]quarantined[/] {lit(host)}: {lit(why)}", soft_wrap=True)
+    unproven = {step_id for step_id, _ in result.unproven}
+    if unproven:
+        console.print(f"  [magenta]UNPROVEN[/] (done as far as the devices say, not proven by any probe: "
+                      f"not verified): {lit(', '.join(sorted(unproven)))}", soft_wrap=True)
     if result.left:
-        console.print("  left undone:")
+        console.print("  left undone or unproven:")
         for step_id, reason in result.left:
-            console.print(f"    {step_id}: {reason}", soft_wrap=True)
-    console.print(f"  journal: {result.journal_path}")
+            console.print(f"    {step_id}: {reason}", soft_wrap=True, markup=False)
+    console.print(f"  journal: {result.journal_path}", markup=False)
     if result.status == "interrupted":
-        console.print(f"  continue with: orchestrator resume {result.run_id}")
+        console.print(f"  continue with: orchestrator resume {result.run_id}", markup=False)
 
 
 def execute(ctx: click.Context, inventory: Inventory, the_plan: Plan, options: Any, as_json: bool) -> None:
@@ -422,11 +463,11 @@ def confirm_site(inventory: Inventory, the_plan: Plan, yes: bool) -> None:
 def apply(ctx: click.Context, plan_file: str, yes: bool, dry_run: bool, inventory_path: str | None,
           as_json: bool) -> None:
     """Apply a saved plan (refused if the inventory changed since)."""
-    from orchestrator.runs import check_plan_matches, load_plan_file
+    from orchestrator.runs import check_plan_is_current, load_plan_file
 
     the_plan = load_plan_file(plan_file)
     inventory = load(inventory_path or the_plan.inventory_path)
-    check_plan_matches(the_plan, inventory)
+    check_plan_is_current(the_plan, inventory)  # re-planned and compared: an edited plan is refused
     if not as_json:
         render_plan(the_plan)
     if not dry_run:
@@ -520,6 +561,43 @@ def resume(ctx: click.Context, run_id: str, approve: str | None, as_json: bool) 
 
 
 @cli.command()
+@click.argument("run_id")
+@click.argument("host")
+@click.option("--by", "by", required=True, metavar="NAME", help="Who attests (a person, not an account).")
+@click.option("--reason", required=True, metavar="TEXT", help="Why, and how it was checked (where, when, by whom).")
+@click.option("--evidence", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A file backing the claim (photo, ticket export): its SHA-256 is journaled.")
+@click.option("--claim", type=click.Choice(["disconnected"]), default="disconnected", show_default=True,
+              help="What is attested. disconnected: the host is physically cut off every network.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def attest(ctx: click.Context, run_id: str, host: str, by: str, reason: str, evidence: str | None, claim: str,
+           as_json: bool) -> None:
+    """Record in a restore run's journal what a person vouches for and the tool cannot prove.
+
+    A quarantined host without a power driver (or one its driver cannot prove off) holds its segment
+    isolated; an attestation that it is physically disconnected lets `orchestrator resume RUN_ID`
+    reconnect the segment. The report says "attested by NAME: physically disconnected, not verified".
+    """
+    from orchestrator.attest import DISCONNECTED, attest_host
+    from orchestrator.journal import current_operator
+
+    claims = {"disconnected": DISCONNECTED}
+    done = attest_host(settings_from(ctx), run_id, host, by=by, reason=reason, evidence=evidence,
+                       claim=claims[claim], operator=current_operator())
+    if as_json:
+        emit_json(done.as_dict())
+        return
+    console.print(f"[bold]attested[/] {lit(done.host)} in run {lit(done.run_id)}: {lit(done.claim)}, by "
+                  f"{lit(done.by)} ({lit(done.operator)}) at {lit(done.ts)}: {lit(done.reason)}", soft_wrap=True)
+    if done.evidence is not None:
+        console.print(f"  evidence {done.evidence['file']}: sha256 {done.evidence['sha256']}", markup=False,
+                      soft_wrap=True)
+    console.print(f"  journal record {done.seq}; not verified by the tool. Continue with: orchestrator resume "
+                  f"{done.run_id}", markup=False, soft_wrap=True)
+
+
+@cli.command()
 @click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -535,22 +613,36 @@ def status(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
         if as_json:
             emit_json({"runs": [], "lock": holder.as_dict() if holder else None})
         else:
-            console.print(f"no runs in {settings.state_dir}")
+            console.print(f"no runs in {settings.state_dir}", markup=False)
         return
+    from orchestrator.attest import run_assurances
+    from orchestrator.runs import read_run
+
     summary = run_summary(settings, run_id or ids[-1])
+    summary.update(run_assurances(read_run(settings, str(summary["run_id"])).records))
     if as_json:
         emit_json({**summary, "runs": ids, "lock": holder.as_dict() if holder else None})
         return
-    console.print(f"run {summary['run_id']} ({summary['mode']}, plan {summary['plan_id']}) by "
-                  f"{summary['operator']} at {summary['started']}: [bold]{summary['status']}[/]")
-    console.print(f"  {summary['steps']} steps: " + ", ".join(f"{k} {v}" for k, v in sorted(summary['counts'].items())))
+    colour = STATUS_COLOURS.get(str(summary["status"]), "bold")
+    console.print(f"run {lit(summary['run_id'])} ({lit(summary['mode'])}, plan {lit(summary['plan_id'])}) by "
+                  f"{lit(summary['operator'])} at {lit(summary['started'])}: [{colour}]{lit(summary['status'])}[/]",
+                  soft_wrap=True)
+    console.print(f"  {summary['steps']} steps: " + ", ".join(f"{k} {v}" for k, v in sorted(summary['counts'].items())),
+                  markup=False)
     for key in ("time_to_containment_s", "time_to_shutdown_s"):
         if summary[key] is not None:
             console.print(f"  {key.removesuffix('_s').replace('_', ' ')}: {summary[key]:.1f} s")
     for item in summary["left"]:
-        console.print(f"  left: {item['step_id']}: {item['reason']}", soft_wrap=True)
+        console.print(f"  left: {item['step_id']}: {item['reason']}", soft_wrap=True, markup=False)
+    for host, why in (summary.get("kept") or {}).items():
+        console.print(f"  kept running: {host}: {why}", soft_wrap=True, markup=False)
+    for host, how in (summary.get("cleared") or {}).items():
+        console.print(f"  cleared: {host}: {how}", soft_wrap=True, markup=False)
+    for item in summary.get("attestations") or []:
+        console.print(f"  attested: {item['host']} by {item['by']} ({item['claim']}): {item['reason']}",
+                      soft_wrap=True, markup=False)
     if holder:
-        console.print(f"  lock held by {holder.describe()}")
+        console.print(f"  lock held by {holder.describe()}", markup=False)
 
 
 @cli.group()
@@ -560,26 +652,55 @@ def journal() -> None:
 
 @journal.command("verify")
 @click.argument("run_id")
+@click.option("--against-syslog", "syslog_file", type=click.Path(dir_okay=False, exists=True),
+              help="Also compare with what the syslog collector received (the file it wrote).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def journal_verify(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """Check that no record was edited, deleted or reordered."""
-    from orchestrator.journal import verify_journal
+def journal_verify(ctx: click.Context, run_id: str, syslog_file: str | None, as_json: bool) -> None:
+    """Check every record's HMAC and the chain (edited, deleted, reordered); with --against-syslog,
+    that the collector received every record as it is here, and nothing this journal lost."""
+    from orchestrator.journal import journal_key, verify_journal
 
     settings = settings_from(ctx)
     path = settings.journal_path(run_id)
     if not path.exists():
         fail(f"no journal for run {run_id} at {path}", EXIT_BAD_INPUT)
-    check = verify_journal(path)
+    key = journal_key(settings.signing_key_path, create=False)
+    if key is None:
+        fail(f"no controller key at {settings.signing_key_path}: the journal's records cannot be authenticated "
+             "(restore the key from the controller's backup, or pass the right --state-dir)", EXIT_BAD_INPUT)
+    check = verify_journal(path, key)
+    doc: dict[str, Any] = check.as_dict()
+    ok = check.ok
+    comparison = None
+    if syslog_file:
+        from orchestrator.syslog_copy import compare_with_collector
+
+        comparison = compare_with_collector(path, Path(syslog_file))
+        doc["collector"] = {"file": syslog_file, **comparison.as_dict()}
+        ok = ok and comparison.ok
+        doc["journal_ok"], doc["ok"] = check.ok, ok  # ``ok``: both hold; scripts read one field
     if as_json:
-        emit_json(check.as_dict())
-    elif check.ok:
-        console.print(f"[green]journal verifies[/]: {check.records} records, head {check.head}")
+        emit_json(doc)
+        raise Exit(EXIT_OK if ok else EXIT_FAILED)
+    if check.ok:
+        console.print(f"[green]journal verifies[/]: {check.records} records, every HMAC valid, head {check.head}")
     else:
-        console.print(f"[red]journal does NOT verify[/]: {path}")
+        console.print(f"[red]journal does NOT verify[/]: {lit(path)}")
         for problem in check.problems:
-            console.print(f"  {problem}", soft_wrap=True)
-    raise Exit(EXIT_OK if check.ok else EXIT_FAILED)
+            console.print(f"  {problem}", soft_wrap=True, markup=False)
+    if comparison is not None:
+        if comparison.ok:
+            console.print(f"[green]the collector holds every record as written[/]: {comparison.matched} of "
+                          f"{comparison.local_records} records matched")
+        else:
+            console.print(f"[red]the collector's copy differs[/] ({lit(syslog_file)}): {comparison.matched} of "
+                          f"{comparison.local_records} records matched")
+            for problem in comparison.problems:
+                console.print(f"  {problem}", soft_wrap=True, markup=False)
+        for note in comparison.notes:
+            console.print(f"  note: {note}", soft_wrap=True, markup=False)
+    raise Exit(EXIT_OK if ok else EXIT_FAILED)
 
 
 @cli.command()
@@ -599,16 +720,59 @@ def report(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> Non
     if inventory_copy.exists():
         from orchestrator.inventory import load_inventory
 
-        inv = load_inventory(inventory_copy)
+        original = Path(str(state.started.get("inventory") or inventory_copy))
+        inv = load_inventory(inventory_copy, base_dir=original.parent)
     from orchestrator.journal import verify_journal
 
     check = verify_journal(settings.journal_path(run_id))
     text = render_report(build_report(state.records, inv, verification=check), fmt)
     if output:
         Path(output).write_text(text, encoding="utf-8")
-        console.print(f"report written to {output}")
+        console.print(f"report written to {output}", markup=False)
     else:
         click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("run_id", required=False)
+@click.option("--latest", is_flag=True, help="Follow the newest run, and the next one when it starts (the default).")
+@click.option("--next", "next_run", is_flag=True, help="Wait for the next run to start, then follow it (and later).")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="ADDRESS:PORT",
+              help="Where to serve the page (port 0: any free port).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="TLS certificate (PEM); needed beyond loopback.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="TLS private key (PEM) of --tls-cert.")
+@click.option("--allow-plain-http", is_flag=True, help="Serve beyond loopback without TLS (a network you trust).")
+@click.option("--token-file", type=click.Path(dir_okay=False),
+              help="Keep the access token in FILE (0600; made if missing) so the link survives a restart.")
+@click.pass_context
+def board(ctx: click.Context, run_id: str | None, latest: bool, next_run: bool, listen: str, tls_cert: str | None,
+          tls_key: str | None, allow_plain_http: bool, token_file: str | None) -> None:
+    """A live, read-only web page of a run for the crisis cell (it reads the journal, nothing else)."""
+    from orchestrator.board.app import Board, bind, board_url, check_exposure, make_server, parse_listen
+    from orchestrator.board.follower import RunSource, latest_run
+    from orchestrator.board.token import load_token
+    from orchestrator.errors import UsageError
+
+    settings = settings_from(ctx)
+    if sum((bool(run_id), latest, next_run)) > 1:
+        raise UsageError("give one of RUN_ID, --latest, --next", target="board", hint="drop the others")
+    if run_id and not settings.journal_path(run_id).is_file():
+        raise UsageError(f"no run {run_id} in {settings.state_dir}", target=run_id,
+                         hint="`orchestrator status` lists the runs; or pass --state-dir")
+    where = parse_listen(listen)
+    tls = bool(tls_cert or tls_key)
+    check_exposure(where, tls=tls, allow_plain_http=allow_plain_http)
+    token = load_token(Path(token_file) if token_file else None)
+    source = RunSource(settings, run_id, after=latest_run(settings) if next_run else None)
+    the_board = Board(source, token, secure_cookie=tls)
+    server = make_server(the_board, tls_cert=tls_cert, tls_key=tls_key)
+    sock = bind(where)
+    click.echo(f"board: {board_url(sock, token, tls=tls)}")
+    sys.stdout.flush()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 @cli.command()
@@ -631,35 +795,35 @@ def drill(ctx: click.Context, inventory_path: str, keep: bool, reports_dir: str,
 
     def progress(message: str) -> None:
         if not as_json:
-            console.print(f"[bold]drill[/] {message}")
+            console.print(f"[bold]drill[/] {lit(message)}", soft_wrap=True)
 
     try:
         result = run_drill(inventory, settings, keep=keep, reports_dir=Path(reports_dir), observers=[view],
-                           progress=progress, stop_event=stop, operator=current_operator())
+                           progress=progress, stop_event=stop, operator=current_operator(), board=not as_json)
     finally:
         view.close()
     if as_json:
         click.echo(json.dumps({"type": "drill-result", **result.as_dict()}, default=str))
         raise Exit(EXIT_OK if result.ok else EXIT_FAILED)
-    table = Table(title=f"drill on {inventory.site.name}: " + ("PASSED" if result.ok else "FAILED"))
+    table = Table(title=Text(f"drill on {inventory.site.name}: " + ("PASSED" if result.ok else "FAILED")))
     table.add_column("stage")
     table.add_column("seconds", justify="right")
     for name, seconds in result.timings.items():
-        table.add_row(name, f"{seconds:.1f}")
+        table.add_row(Text(name), f"{seconds:.1f}")
     console.print(table)
     failed = [c for c in result.checks if not c.passed]
     console.print(f"independent checks: {len(result.checks) - len(failed)}/{len(result.checks)} passed")
     for check in failed:
-        console.print(f"  [red]failed[/] {check.name}: {check.detail}", soft_wrap=True)
+        console.print(f"  [red]failed[/] {lit(check.name)}: {lit(check.detail)}", soft_wrap=True)
     for name, run in result.runs.items():
-        console.print(f"{name} run {run.run_id}: {run.status}")
+        console.print(f"{name} run {run.run_id}: {run.status}", markup=False)
         for step_id, reason in run.left:
-            console.print(f"  left: {step_id}: {reason}", soft_wrap=True)
+            console.print(f"  left: {step_id}: {reason}", soft_wrap=True, markup=False)
     if result.error:
-        console.print(f"[red]error[/] {result.error}", soft_wrap=True)
+        console.print(f"[red]error[/] {lit(result.error)}", soft_wrap=True)
     for path in result.reports:
         if path.endswith((".html", ".md")):
-            console.print(f"report: {path}")
+            console.print(f"report: {path}", markup=False)
     if result.lab_kept:
         console.print("the lab is still up (--keep): `orchestrator lab down` removes it")
     raise Exit(EXIT_OK if result.ok else EXIT_FAILED)
@@ -673,20 +837,42 @@ def baseline() -> None:
 @baseline.command("capture")
 @click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
 @scope_options
+@click.option("--force", is_flag=True, help="Re-baseline hosts a run quarantined or found differing "
+              "(needs --reason; journaled).")
+@click.option("--reason", metavar="TEXT", help="Why these hosts' current state is trusted (with --force).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def baseline_capture(ctx: click.Context, inventory_path: str, campuses: tuple[str, ...], segments: tuple[str, ...],
-                     hosts: tuple[str, ...], as_json: bool) -> None:
-    """Record each host's files, packages, users, keys, cron, units, ports and SUID files, signed."""
-    from orchestrator.integrity import capture_all
+                     hosts: tuple[str, ...], force: bool, reason: str | None, as_json: bool) -> None:
+    """Record each host's files, packages, users, keys, cron, units, ports and SUID files, signed, as a
+    new version (earlier ones are kept), under the state lock; every capture is journaled."""
+    import functools
 
-    doc = _outcome_doc(_per_host(ctx, capture_all, inventory_path, make_scope(campuses, segments, hosts)))
+    from orchestrator.errors import UsageError
+    from orchestrator.integrity import BaselineRefused, capture_all
+    from orchestrator.journal import current_operator
+
+    if force and not (reason or "").strip():
+        raise UsageError("--force needs --reason TEXT: say why these hosts' current state is trusted",
+                         target="--force", hint="e.g. --reason 'rebuilt from the 2026-01-10 image, EDR scan clean'")
+    if reason and not force:
+        raise UsageError("--reason is only used with --force", target="--reason", hint="add --force or drop --reason")
+    action = functools.partial(capture_all, force=force, reason=reason, operator=current_operator())
+    outcome = dict(_per_host(ctx, action, inventory_path, make_scope(campuses, segments, hosts)))
+    doc = _outcome_doc(outcome)
+    refused = sorted(n for n, item in outcome.items() if isinstance(item, BaselineRefused))
+    for name in refused:
+        doc["hosts"][name]["refused"] = True
     if as_json:
         emit_json(doc)
     else:
         for name, item in doc["hosts"].items():
-            mark = "[green]captured[/]" if item["ok"] else "[red]failed[/]"
-            console.print(f"{mark} {name}: {item['detail']}", soft_wrap=True)
+            mark = "captured" if item["ok"] else ("REFUSED" if item.get("refused") else "failed")
+            colour = "green" if item["ok"] else "red"
+            console.print(f"[{colour}]{mark}[/] ", end="")
+            console.print(f"{name}: {item['detail']}", soft_wrap=True, markup=False)
+    if refused:
+        raise Exit(EXIT_INTERLOCK)
     raise Exit(EXIT_OK if all(i["ok"] for i in doc["hosts"].values()) else EXIT_FAILED)
 
 
@@ -738,16 +924,16 @@ def integrity_check(ctx: click.Context, inventory_path: str, campuses: tuple[str
             bad = True
             doc["hosts"][name] = {"clean": False, "error": str(item), "differences": []}
             if not as_json:
-                console.print(f"[red]not checked[/] {name}: {item}", soft_wrap=True)
+                console.print(f"[red]not checked[/] {lit(name)}: {lit(item)}", soft_wrap=True)
             continue
         diffs = [{"category": d.category, "path": d.path, "detail": d.detail} for d in item.differences]
         bad = bad or not item.clean
         doc["hosts"][name] = {"clean": item.clean, "differences": diffs}
         if not as_json:
             if item.clean:
-                console.print(f"[green]clean[/] {name}")
+                console.print(f"[green]clean[/] {lit(name)}")
             else:
-                console.print(f"[red]DIFFERS[/] {name}: {len(diffs)} difference(s)")
+                console.print(f"[red]DIFFERS[/] {lit(name)}: {len(diffs)} difference(s)")
                 for d in diffs:
                     console.print(f"    {d['category']:16} {d['path']}  {d['detail']}", soft_wrap=True,
                                   markup=False)
@@ -760,12 +946,15 @@ def integrity_check(ctx: click.Context, inventory_path: str, campuses: tuple[str
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err_console.print(f"[red]error[/] {message}", soft_wrap=True)
+    err_console.print(f"[red]error[/] {lit(message)}", soft_wrap=True)
     raise Exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from orchestrator.storage import private_umask
+
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    private_umask()  # everything this process writes is 0600 / 0700 (backups, baselines, plans, reports)
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="orchestrator", standalone_mode=False)
     except Exit as exc:
@@ -774,10 +963,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         err_console.print("[red]invalid inventory[/]", end=" ")
         err_console.print(exc.message, soft_wrap=True, markup=False)
         for warning in (p for p in exc.problems if p.severity == "warning"):
-            err_console.print(f"[yellow]warning[/] {warning.render()}", soft_wrap=True)
+            err_console.print(f"[yellow]warning[/] {lit(warning.render())}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except OrchestratorError as exc:
-        err_console.print(f"[red]{exc.code}[/] {exc}", soft_wrap=True)
+        err_console.print(f"[red]{lit(exc.code)}[/] {lit(exc)}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("aborted")

@@ -121,7 +121,7 @@ def _reach_checks(inventory: Inventory, probes: Any, *, expect: bool) -> list[Ch
 
 def run_drill(inventory: Inventory, settings: Settings, *, keep: bool, reports_dir: Path,
               observers: Iterable[Observer] = (), progress: Progress = lambda _m: None,
-              stop_event: threading.Event | None = None, operator: str = "") -> DrillResult:
+              stop_event: threading.Event | None = None, operator: str = "", board: bool = False) -> DrillResult:
     from orchestrator.drivers.power import LabPower
     from orchestrator.drivers.ssh import SshDriver
     from orchestrator.integrity import capture_all
@@ -134,6 +134,7 @@ def run_drill(inventory: Inventory, settings: Settings, *, keep: bool, reports_d
     result = DrillResult()
     t_all = time.monotonic()
     observers = list(observers)
+    watch = _start_board(settings, progress) if board else None
     try:
         with _timed(result, "lab-up", progress):
             lab_up(inventory)
@@ -142,7 +143,10 @@ def run_drill(inventory: Inventory, settings: Settings, *, keep: bool, reports_d
         probes = Probes(inventory, ssh, lambda h: power if h.power == "lab" else None)
         try:
             with _timed(result, "baseline-capture", progress):
-                capture_all(ssh, inventory, sorted(inventory.hosts), settings, forks=settings.forks)
+                # the drill rebuilt every machine from the lab image: a host quarantined by an earlier
+                # drill in this state dir is a new machine now, so re-baselining it is the truth
+                capture_all(ssh, inventory, sorted(inventory.hosts), settings, forks=settings.forks,
+                            force=True, reason="the drill rebuilt the lab from its image", operator=operator)
             options = RunOptions(forks=settings.forks, operator=operator, approve=ApprovalPolicy.NONE)
             with _timed(result, "shutdown", progress):
                 shut = start_run(inventory, build_plan(inventory, Mode.SHUTDOWN), settings, options,
@@ -186,5 +190,22 @@ def run_drill(inventory: Inventory, settings: Settings, *, keep: bool, reports_d
                     lab_down(inventory)
                 except Exception as exc:  # noqa: BLE001 - a failed teardown is reported, not raised over the result
                     result.error = result.error or f"lab down failed: {exc}"
+        if watch is not None:
+            watch.stop()
         result.timings["total"] = round(time.monotonic() - t_all, 2)
     return result
+
+
+def _start_board(settings: Settings, progress: Progress) -> Any:
+    """The crisis cell's board beside the drill (a child process on 127.0.0.1 that reads the journals):
+    its link goes to ``progress``; a board that does not start is said, and the drill goes on."""
+    from orchestrator.board.process import start_board_process
+    from orchestrator.errors import OrchestratorError
+
+    try:
+        watch = start_board_process(settings.state_dir)
+    except OrchestratorError as exc:
+        progress(f"the board did not start ({exc}); the drill goes on without it")
+        return None
+    progress(f"watch it live: {watch.url}")
+    return watch

@@ -866,6 +866,8 @@ def _captures_journal(settings: Settings) -> Any:
 
     key = journal_key(settings.signing_key_path, create=True)
     path = settings.baseline_journal_path
+    if path.exists() and path.stat().st_size == 0:
+        path.unlink()  # a capture that failed before its first record left an empty file: nothing to keep
     if path.exists():
         return Journal.open_existing(path, key=key, forwarder=open_forwarder(settings))
     return Journal.create(path, CAPTURES_JOURNAL_ID, key=key, forwarder=open_forwarder(settings))

@@ -14,7 +14,7 @@ trap teardown EXIT INT TERM
 "$BIN/mypy" || exit 1
 
 # cheap tiers first; the lab tier builds the nspawn lab once for the whole session
-"$BIN/pytest" -q -p no:cacheprovider tests/unit tests/contract tests/adversarial tests/lab "$@"
+"$BIN/pytest" -q -p no:cacheprovider tests/unit tests/contract tests/adversarial tests/power tests/lab "$@"
 rc=$?
 if [ "$rc" = 5 ]; then
   echo "pytest collected no tests: that is a failure, not a pass" >&2

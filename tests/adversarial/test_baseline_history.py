@@ -108,3 +108,11 @@ def test_force_without_a_reason_is_refused_by_the_cli(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "--state-dir", str(tmp_path / "s"), "baseline",
                            "capture", str(inv), "--force"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "--force needs --reason" in proc.stderr, proc.stderr
+
+
+def test_an_empty_captures_journal_left_by_a_failed_capture_does_not_block_the_next(settings: Settings) -> None:
+    settings.baseline_journal_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.baseline_journal_path.touch()  # a capture that died before its first record
+    result = capture_all(CannedHost(GOOD), inventory(), ["web1"], settings)
+    assert isinstance(result["web1"], Path)
+    assert verify_journal(settings.baseline_journal_path, key=journal_key(settings.signing_key_path, create=False)).ok
