@@ -646,7 +646,11 @@ class Journal:
                     target=str(self.path),
                     hint="resume the run once the disk problem is fixed: `orchestrator resume RUN_ID`",
                 )
+            fields = dict(fields)
+            plan = fields.pop("plan", None)  # its id is its hash: masked for known secrets only
             payload = self._masker.value(_jsonable(fields))
+            if plan is not None:
+                payload["plan"] = self._masker.exact(_jsonable(plan))
             record: dict[str, Any] = {
                 **payload,
                 "schema_version": SCHEMA_VERSION,

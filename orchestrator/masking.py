@@ -35,7 +35,7 @@ _MIN_SECRET_LINE = 16
 _SECRET_LINE = re.compile(
     r"(?P<head>\b(?:password|passwd|secret|community|pre-shared-key|key-string|passphrase|psk|"
     r"encrypted-password|authentication-key|auth-key|wpa-psk|private-key|key\s+[0-9])\b)"
-    r"(?P<sep>[ \t]*[:=]?[ \t]*)(?P<value>[^\s*:=][^\n]*)",
+    r"(?P<sep>[ \t]*[:=][ \t]*|[ \t]+)(?P<value>[^\s*:=][^\n]*)",  # `lab-secret.yml` is no secret line
     re.IGNORECASE,
 )
 
@@ -77,18 +77,20 @@ def truncate(text: str, cap: int = TEXT_CAP) -> str:
     return f"{kept}... [{len(data) - len(kept.encode('utf-8', errors='surrogatepass'))} bytes dropped]"
 
 
-def mask_text(text: str, needles: tuple[str, ...] = (), cap: int | None = TEXT_CAP) -> str:
+def mask_text(text: str, needles: tuple[str, ...] = (), cap: int | None = TEXT_CAP, *, lines: bool = True) -> str:
     for needle in needles:
         if needle in text:
             text = text.replace(needle, MASK)
-    text = mask_secret_lines(text)
+    if lines:
+        text = mask_secret_lines(text)
     return truncate(text, cap) if cap is not None else text
 
 
-def mask_value(value: Any, needles: tuple[str, ...] = (), cap: int | None = TEXT_CAP) -> Any:
-    """``value`` with every string masked and capped, recursively (keys included, never capped)."""
+def mask_value(value: Any, needles: tuple[str, ...] = (), cap: int | None = TEXT_CAP, *, lines: bool = True) -> Any:
+    """``value`` with every string masked and capped, recursively (keys included, never capped).
+    ``lines=False`` masks only the known secrets (for documents whose id is their hash, such as a plan)."""
     if isinstance(value, str):
-        return mask_text(value, needles, cap)
+        return mask_text(value, needles, cap, lines=lines)
     if isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for key, item in value.items():
@@ -96,12 +98,12 @@ def mask_value(value: Any, needles: tuple[str, ...] = (), cap: int | None = TEXT
             if isinstance(key, str) and is_secret_key(key) and item is not None:
                 out[masked_key] = MASK
             else:
-                out[masked_key] = mask_value(item, needles, cap)
+                out[masked_key] = mask_value(item, needles, cap, lines=lines)
         return out
     if isinstance(value, list):
-        return [mask_value(v, needles, cap) for v in value]
+        return [mask_value(v, needles, cap, lines=lines) for v in value]
     if isinstance(value, tuple):
-        return tuple(mask_value(v, needles, cap) for v in value)
+        return tuple(mask_value(v, needles, cap, lines=lines) for v in value)
     return value
 
 
@@ -127,6 +129,10 @@ class Masker:
 
     def value(self, value: Any) -> Any:
         return mask_value(value, self._needles, self.cap)
+
+    def exact(self, value: Any) -> Any:
+        """Only the known secrets, nothing capped: a plan's strings are inventory text, never output."""
+        return mask_value(value, self._needles, None, lines=False)
 
     def __call__(self, text: str) -> str:
         return self.text(text)

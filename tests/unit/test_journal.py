@@ -602,3 +602,25 @@ def test_a_collector_that_comes_back_gets_every_record_in_order_and_the_outage_i
         assert [f.split(b" - ", 1)[1].decode() for f in collector.frames] == lines
     finally:
         collector.close()
+
+
+def test_a_plan_in_the_journal_keeps_its_id_whatever_its_strings_look_like(tmp_path: Path) -> None:
+    """A plan's id is its hash: pattern masking ("password reset ...", "lab-secret.yml") would make every
+    later restore --run or resume refuse it as edited. Only known secrets are masked in it."""
+    from orchestrator.inventory import load_inventory
+    from orchestrator.model import Mode
+    from orchestrator.planner import build_plan, plan_from_dict, plan_to_json
+
+    source = (Path(__file__).resolve().parents[1] / "data" / "small.yml").read_text()
+    inventory_path = tmp_path / "lab-secret.yml"
+    kiosk = source.replace("reason: ED keeps operating", "reason: password reset kiosk; ED keeps operating")
+    inventory_path.write_text(kiosk)
+    plan = build_plan(load_inventory(inventory_path), Mode.SHUTDOWN)
+    document = json.loads(plan_to_json(plan))
+    assert "password reset kiosk" in json.dumps(document) and "lab-secret.yml" in json.dumps(document)
+    path = tmp_path / "journal.jsonl"
+    with Journal.create(path, "r1", secrets=["hunter2-long-password"]) as journal:
+        journal.emit("run-started", plan=document, note="password: hunter3\nfile lab-secret.yml")
+    record = read_journal(path)[0]
+    assert plan_from_dict(record["plan"]).plan_id == plan.plan_id
+    assert record["note"] == "password: ***\nfile lab-secret.yml"
