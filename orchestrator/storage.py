@@ -96,10 +96,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def atomic_write(path: Path, data: bytes | str, *, mode: int = FILE_MODE) -> None:
-    """Replace ``path`` with ``data`` atomically and durably: readers see the old or the new file,
-    never a part; after return it survives a power loss. The file is ``mode`` (0600)."""
-    path = Path(path)
+def _durable_temp(path: Path, data: bytes | str, mode: int) -> Path:
+    """``data`` in a new temporary file beside ``path``, ``mode`` exactly, fsynced; the caller renames it."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     private_mkdir(path.parent)
@@ -112,6 +110,19 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = FILE_MODE) -> Non
             os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes | str, *, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` atomically and durably: readers see the old or the new file,
+    never a part; after return it survives a power loss. The file is ``mode`` (0600)."""
+    path = Path(path)
+    tmp = _durable_temp(path, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -123,18 +134,8 @@ def atomic_write(path: Path, data: bytes | str, *, mode: int = FILE_MODE) -> Non
 def write_new(path: Path, data: bytes | str, *, mode: int = FILE_MODE) -> None:
     """Create ``path`` with ``data``, durably; refuses (FileExistsError) if it exists: never overwrites."""
     path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    private_mkdir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    tmp = _durable_temp(path, data, mode)
     try:
-        try:
-            os.fchmod(fd, mode)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.link(tmp, path)  # atomic and refuses an existing file
     finally:
         with contextlib.suppress(OSError):
