@@ -667,6 +667,9 @@ _STAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
+UP_FINISHED = "up (booted and provisioned)"
+
+
 def parse_machine_readable(line: str) -> tuple[str, str] | None:
     """One line of ``vagrant --machine-readable`` (``TIMESTAMP,TARGET,TYPE,DATA...``) -> (target,
     text) for a ``ui`` line, None for anything else. Vagrant escapes commas and newlines in data."""
@@ -675,6 +678,26 @@ def parse_machine_readable(line: str) -> tuple[str, str] | None:
         return None
     text = fields[4].replace("%!(VAGRANT_COMMA)", ",").replace("\\n", "\n").replace("\\r", "")
     return fields[1], text
+
+
+def finished_machine(line: str) -> str | None:
+    """The machine a ``TIMESTAMP,TARGET,action,up,end`` line says is up, None for any other line."""
+    fields = line.rstrip("\n").split(",")
+    if len(fields) == 5 and fields[2:] == ["action", "up", "end"] and fields[1]:
+        return fields[1]
+    return None
+
+
+_PANIC = re.compile(rb"Kernel panic - not syncing: ([^\r\n]{0,120})")
+
+
+def console_panics(console: Path) -> list[str]:
+    """The kernel panics a VM's serial console log shows (their reasons, oldest first)."""
+    try:
+        data = console.read_bytes()
+    except OSError:
+        return []
+    return [m.group(1).decode("ascii", "replace").strip() for m in _PANIC.finditer(data)]
 
 
 def vagrant_stage(text: str) -> str | None:
@@ -690,12 +713,32 @@ class _UpProgress:
     """Follows ``vagrant up --machine-readable``: writes it readably to its log, and reports each
     machine's change of stage through ``progress``."""
 
-    def __init__(self, log: IO[str], machines: list[str], progress: Progress | None, started: float) -> None:
+    def __init__(
+        self, log: IO[str], machines: list[str], progress: Progress | None, started: float,
+        console_dir: Path | None = None,
+    ) -> None:
         self.log = log
         self.machines = set(machines)
         self.progress = progress
         self.started = started
+        self.console_dir = console_dir
         self.stages: dict[str, str] = {}
+        self.panics: dict[str, int] = {}
+
+    def check_consoles(self) -> None:
+        """Say once per new panic which VM's kernel panicked at boot (the box boots with panic=5, so
+        it restarts itself and vagrant keeps waiting for it)."""
+        if self.console_dir is None:
+            return
+        for machine in sorted(self.machines):
+            if self.stages.get(machine) == UP_FINISHED:
+                continue
+            panics = console_panics(self.console_dir / f"{machine}.log")
+            for reason in panics[self.panics.get(machine, 0):]:
+                if self.progress is not None:
+                    self.progress(f"{machine}: kernel panic at boot ({reason}); it restarts itself "
+                                  f"({time.monotonic() - self.started:.0f} s)")
+            self.panics[machine] = len(panics)
 
     def summary(self) -> str:
         """Where every VM is, e.g. ``120 s: vm-fw booting (waiting for SSH), vm-ad1 starting, ...``."""
@@ -711,6 +754,9 @@ class _UpProgress:
         if parsed is None:
             self.log.write(raw if raw.endswith("\n") else raw + "\n")
             self.log.flush()
+            finished = finished_machine(raw)
+            if finished in self.machines:
+                self._enter(finished, UP_FINISHED)
             return
         target, text = parsed
         self.log.write(text.rstrip("\n") + "\n")
@@ -718,7 +764,11 @@ class _UpProgress:
         if target not in self.machines:
             return
         stage = vagrant_stage(text)
-        if stage is None or self.stages.get(target) == stage:
+        if stage is not None:
+            self._enter(target, stage)
+
+    def _enter(self, target: str, stage: str) -> None:
+        if self.stages.get(target) == stage:
             return
         self.stages[target] = stage
         if self.progress is not None:
@@ -734,7 +784,8 @@ def _run_vagrant_up(
     started = time.monotonic()
     with log.open("w", encoding="utf-8", errors="replace") as out:
         os.fchmod(out.fileno(), 0o600)  # also when an older log was made with other modes
-        follower = _UpProgress(out, machines, progress, started)
+        follower = _UpProgress(out, machines, progress, started, console_dir=Path(env["ORCHESTRATOR_LAB_CONSOLE_DIR"])
+                               if "ORCHESTRATOR_LAB_CONSOLE_DIR" in env else None)
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
@@ -767,19 +818,24 @@ def _run_vagrant_up(
 
 
 PROGRESS_EVERY_S = 60.0  # while vagrant up runs, every VM's stage this often
+CONSOLE_CHECK_EVERY_S = 10.0  # and its console logs for kernel panics this often
 
 
 def _wait_reporting(proc: subprocess.Popen[str], follower: _UpProgress, deadline: float) -> int:
-    """Wait for ``proc`` until ``deadline`` (then TimeoutExpired), saying every minute where each VM is."""
+    """Wait for ``proc`` until ``deadline`` (then TimeoutExpired), saying every minute where each VM
+    is, and as soon as it is seen, a VM's kernel panic."""
+    next_summary = time.monotonic() + PROGRESS_EVERY_S
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise subprocess.TimeoutExpired(proc.args, 0)
         try:
-            return proc.wait(timeout=min(PROGRESS_EVERY_S, remaining))
+            return proc.wait(timeout=min(CONSOLE_CHECK_EVERY_S, PROGRESS_EVERY_S, remaining))
         except subprocess.TimeoutExpired:
-            if follower.progress is not None and time.monotonic() < deadline:
+            follower.check_consoles()
+            if follower.progress is not None and next_summary <= time.monotonic() < deadline:
                 follower.progress(follower.summary())
+                next_summary = time.monotonic() + PROGRESS_EVERY_S
 
 
 def _stop_group(proc: subprocess.Popen[str]) -> None:

@@ -308,6 +308,7 @@ MACHINE_READABLE = """\
 1764700191,vm-fw,ui,info,==> vm-fw: Running provisioner: hostkey (file)...
 1764700192,vm-fw,ui,info,==> vm-fw: Running provisioner: lab (shell)...
 1764700193,vm-fw,ui,output,    vm-fw: a%!(VAGRANT_COMMA) b\\nc
+1764700200,vm-fw,action,up,end
 """
 
 
@@ -325,10 +326,40 @@ def test_vagrants_machine_readable_lines_give_each_vms_stage(tmp_path: Path) -> 
         "uploading the box into the libvirt pool (first time only)", "creating its disk", "defining the VM",
         "starting", "booting (waiting for its address)", "booting (waiting for SSH)", "booted",
         "provisioning (its pinned host key)", "provisioning (networks, nftables, services)",
+        "up (booted and provisioned)",
     ]
     assert all(line.startswith("vm-fw: ") for line in lines)
     text = (tmp_path / "up.log").read_text()
     assert "==> vm-fw: Starting domain.\n" in text and "a, b\nc" in text and "%!(VAGRANT_COMMA)" not in text
+
+
+def test_a_kernel_panic_on_a_vms_console_is_reported_once_until_it_is_up(tmp_path: Path) -> None:
+    """What the CI machine's vm-fw printed under emulation; the box now boots with no_timer_check and
+    panic=5, and lab up says so at once instead of waiting out vagrant's boot timeout in silence."""
+    console = tmp_path / "vm-fw.log"
+    console.write_bytes(b"SYSLINUX 6.04\r\n[    0.016000] Kernel panic - not syncing: IO-APIC + timer doesn't work!"
+                        b"  Boot with apic=debug\r\n")
+    lines: list[str] = []
+    with (tmp_path / "up.log").open("w") as log:
+        follower = vm._UpProgress(log, ["vm-fw", "vm-db1"], lines.append, started=0.0, console_dir=tmp_path)
+        follower.check_consoles()
+        follower.check_consoles()
+        assert len(lines) == 1 and lines[0].startswith("vm-fw: kernel panic at boot (IO-APIC + timer doesn't work!")
+        with console.open("ab") as more:
+            more.write(b"[    0.02] Kernel panic - not syncing: VFS: Unable to mount root fs\n")
+        follower.check_consoles()
+        assert len(lines) == 2 and "VFS: Unable to mount root fs" in lines[1]
+        follower.line("1764700200,vm-fw,action,up,end\n")
+        with console.open("ab") as more:
+            more.write(b"Kernel panic - not syncing: at shutdown, not at boot\n")
+        follower.check_consoles()
+    assert len(lines) == 3 and lines[2].startswith("vm-fw: up (booted and provisioned)")
+
+
+def test_the_box_boots_without_the_timer_check_and_restarts_on_a_panic() -> None:
+    append = next(line for line in (vm.vagrant_dir() / "build-box.sh").read_text().splitlines()
+                  if line.strip().startswith("APPEND "))
+    assert {"no_timer_check", "panic=5"} <= set(append.split())
 
 
 def test_a_vagrant_up_past_its_limit_is_stopped_with_everything_it_started(
