@@ -1,7 +1,7 @@
 """The floor: what `orchestrator shutdown` does, with nothing but parallel paramiko.
 
 The same plan (orchestrator.planner.build_plan: its waves, in order), the same device commands
-(orchestrator.devices.render), the same verification, and nothing else: no journal, no probes
+(orchestrator.drivers.devices.render), the same verification, and nothing else: no journal, no probes
 before acting, no Ansible. What is measured is execution, from "go" to "verified":
 
 * backup-config: each device's configuration read in parallel (linux: the rendered commands as
@@ -37,7 +37,7 @@ from typing import TypeVar
 
 import paramiko
 
-from orchestrator.devices import render
+from orchestrator.drivers.devices import render
 from orchestrator.drivers.netmiko import linux_batch
 from orchestrator.drivers.power import LabPower
 from orchestrator.model import Action, Credential, Host, Inventory, Mode, Phase, Plan, Step

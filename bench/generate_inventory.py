@@ -147,7 +147,9 @@ def _flow_list(items: Sequence[str]) -> str:
     return "[" + ", ".join(items) + "]"
 
 
-def generate(hosts: int, *, campuses: int = 2, depth: int = 4, seed: int = 0, lab: bool = False) -> str:
+def generate(  # noqa: C901 - one straight pass writing each inventory section in file order; its branches are the options
+    hosts: int, *, campuses: int = 2, depth: int = 4, seed: int = 0, lab: bool = False
+) -> str:
     """Inventory YAML text with ``hosts`` hosts over ``campuses`` campuses, dependency depth ``depth``.
 
     Deterministic: the same arguments give the same text. Raises ValueError for sizes it cannot

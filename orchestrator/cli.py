@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -29,17 +32,28 @@ from orchestrator.errors import (
     InventoryError,
     OrchestratorError,
 )
-from orchestrator.model import Inventory, Mode, Plan, Scope
+from orchestrator.model import Inventory, Mode, Plan, Scope, Step
+from orchestrator.storage import atomic_write
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from orchestrator.drivers.ssh import SshDriver
+    from orchestrator.executor import ApprovalPolicy, RunOptions, RunResult
+    from orchestrator.lab import LabStatus
 
 console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 160)
+
+F = TypeVar("F", bound=Callable[..., object])  # a click command function, decorated
+T = TypeVar("T")
 
 DEFAULT_LAB_INVENTORY = "inventories/lab.yml"
 STATUS_COLOURS = {"verified": "green", "failed": "red", "skipped": "yellow", "unproven": "magenta",
                   "completed": "green", "interrupted": "yellow"}
 
 
-def lit(value: Any) -> str:
+def lit(value: object) -> str:
     """A value shown as itself inside rich markup: inventory strings, device replies, host output and
     error messages are never interpreted as markup (a ``[/b]`` from a hostile host is text)."""
     return escape(str(value))
@@ -50,7 +64,7 @@ class Exit(Exception):  # noqa: N818 - carries an exit status up to main()
         self.code = code
 
 
-def emit_json(document: Any) -> None:
+def emit_json(document: object) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
 
 
@@ -68,7 +82,7 @@ def load(path: str, strict: bool = False) -> Inventory:
     return result.inventory
 
 
-def scope_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def scope_options(func: F) -> F:
     func = click.option("--host", "hosts", multiple=True, metavar="HOST", help="Only this host (repeatable).")(func)
     func = click.option("--segment", "segments", multiple=True, metavar="SEGMENT",
                         help="Only this segment and its hosts (repeatable).")(func)
@@ -147,7 +161,7 @@ def inventory_schema_cmd() -> None:
 def inventory_ansible_cmd(inventory: str) -> None:
     """Export an Ansible inventory for the manual fallback playbooks (JSON, read by Ansible's YAML
     inventory plugin; every inventory string marked unsafe, so Ansible never templates it)."""
-    from orchestrator.ansible_inventory import dumps, to_ansible_inventory
+    from orchestrator.drivers.ansible_inventory import dumps, to_ansible_inventory
 
     click.echo(dumps(to_ansible_inventory(load(inventory))), nl=False)
 
@@ -166,7 +180,7 @@ def plan(inventory: str, mode: str, campuses: tuple[str, ...], segments: tuple[s
     the_plan = build_plan(load(inventory), Mode(mode), make_scope(campuses, segments, hosts))
     text = plan_to_json(the_plan)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        atomic_write(Path(output), text)  # private (0600), whole or absent
     if as_json:
         click.echo(text, nl=False)
     else:
@@ -207,7 +221,7 @@ def lab() -> None:
     """The rehearsal lab: real machines built from an inventory (systemd-nspawn, or Vagrant VMs)."""
 
 
-def provider_option(func: Callable[..., Any]) -> Callable[..., Any]:
+def provider_option(func: F) -> F:
     return click.option(
         "--provider",
         type=click.Choice(["nspawn", "vagrant"]),
@@ -217,24 +231,39 @@ def provider_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+@dataclass(frozen=True)
+class LabProvider:
+    """One lab provider's three operations (``--provider``): nspawn containers or Vagrant VMs."""
+
+    up: Callable[[Inventory], LabStatus]
+    down: Callable[[Inventory | None], None]
+    status: Callable[[Inventory], LabStatus]
+
+
+def lab_provider(name: str) -> LabProvider:
+    """The provider ``--provider NAME`` selects (imported only when used)."""
+    if name == "vagrant":
+        from orchestrator.lab.vm import vm_lab_down, vm_lab_status, vm_lab_up
+
+        def progress(line: str) -> None:  # on stderr: stdout stays the status (--json)
+            err_console.print(f"vm lab: {line}", markup=False, highlight=False, soft_wrap=True)
+
+        return LabProvider(up=lambda inventory: vm_lab_up(inventory, progress=progress), down=vm_lab_down,
+                           status=vm_lab_status)
+    from orchestrator.lab import lab_down, lab_status, lab_up
+
+    return LabProvider(up=lab_up, down=lab_down, status=lab_status)
+
+
 @lab.command("up")
 @click.argument("inventory", default=DEFAULT_LAB_INVENTORY, type=click.Path(dir_okay=False))
 @provider_option
 @click.option("--json", "as_json", is_flag=True)
 def lab_up_cmd(inventory: str, provider: str, as_json: bool) -> None:
     """Build and boot the lab (idempotent)."""
-    if provider == "vagrant":
-        from orchestrator.lab.vm import vm_lab_up
-
-        def progress(line: str) -> None:  # on stderr: stdout stays the status (--json)
-            err_console.print(f"vm lab: {line}", markup=False, highlight=False, soft_wrap=True)
-
-        status = vm_lab_up(load(inventory), progress=progress)
-    else:
-        from orchestrator.lab import lab_up
-
-        status = lab_up(load(inventory))
-    render_lab(status.as_dict(), as_json)
+    up = lab_provider(provider).up
+    status = up(load(inventory))
+    render_lab(status, as_json)
     if not as_json and status.timings:
         console.print("lab up: " + ", ".join(f"{k} {v:.1f} s" for k, v in status.timings.items()))
 
@@ -244,14 +273,8 @@ def lab_up_cmd(inventory: str, provider: str, as_json: bool) -> None:
 @provider_option
 def lab_down_cmd(inventory: str | None, provider: str) -> None:
     """Tear the lab down: containers (or VMs), overlays, bridges (or libvirt networks), routes, processes."""
-    if provider == "vagrant":
-        from orchestrator.lab.vm import vm_lab_down
-
-        vm_lab_down(load(inventory) if inventory else None)
-    else:
-        from orchestrator.lab import lab_down
-
-        lab_down(load(inventory) if inventory else None)
+    down = lab_provider(provider).down
+    down(load(inventory) if inventory else None)
     console.print("lab is down")
 
 
@@ -261,34 +284,84 @@ def lab_down_cmd(inventory: str | None, provider: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def lab_status_cmd(inventory: str, provider: str, as_json: bool) -> None:
     """Show every lab machine, its state, leader PID (a VM: its hypervisor's) and how to log in."""
-    if provider == "vagrant":
-        from orchestrator.lab.vm import vm_lab_status
-
-        status = vm_lab_status(load(inventory))
-    else:
-        from orchestrator.lab import lab_status
-
-        status = lab_status(load(inventory))
-    render_lab(status.as_dict(), as_json)
+    status = lab_provider(provider).status
+    render_lab(status(load(inventory)), as_json)
 
 
-def render_lab(doc: dict[str, Any], as_json: bool) -> None:
+def render_lab(status: LabStatus, as_json: bool) -> None:
     if as_json:
-        emit_json(doc)
+        emit_json(status.as_dict())
         return
     table = Table(title="lab machines")
     for col in ("name", "kind", "state", "pid", "management address"):
         table.add_column(col)
-    for m in doc["machines"]:
-        colour = "green" if m["state"] == "running" else "red"
-        table.add_row(Text(str(m["name"])), Text(str(m["kind"])), Text(str(m["state"]), style=colour),
-                      Text(str(m.get("pid") or "-")), Text(str(m["management_address"])))
+    for m in status.machines:
+        colour = "green" if m.state == "running" else "red"
+        table.add_row(Text(str(m.name)), Text(str(m.kind)), Text(str(m.state), style=colour),
+                      Text(str(m.pid or "-")), Text(str(m.management_address)))
     console.print(table)
 
 
 # --------------------------------------------------------------------------------------------
 # Running plans
 # --------------------------------------------------------------------------------------------
+
+
+Record = Mapping[str, Any]  # a journal record: JSON, as the journal wrote it
+
+
+def _wave_started(r: Record) -> str:
+    return f" [bold]wave {lit(r.get('wave'))}[/] ({lit(r.get('phase'))}): {len(r.get('steps') or [])} step(s)"
+
+
+def _step_finished(r: Record) -> str:
+    status = str(r.get("status"))
+    colour = STATUS_COLOURS.get(status, "white")
+    extra = " (already in force)" if r.get("already") else ""
+    extra += " [magenta](escalated to power off)[/]" if r.get("escalated") else ""
+    err = f" — {lit(r.get('error'))}" if r.get("error") else ""
+    return f"   [{colour}]{lit(f'{status:8}')}[/] {lit(r.get('step_id'))}{extra}{err}"
+
+
+def _escalation(r: Record) -> str:
+    return f"   [magenta]escalate[/] {lit(r.get('host'))}: {lit(r.get('to'))} ({lit(r.get('reason'))})"
+
+
+def _quarantine(r: Record) -> str:
+    off = "powered off" if r.get("powered_off") else "NOT powered off"
+    return f"   [red]quarantine[/] {lit(r.get('host'))} ({off}): {lit(r.get('reason'))}"
+
+
+def _clearance(r: Record) -> str:
+    return f"   [cyan]cleared[/] {lit(r.get('host'))} for {lit(r.get('segment'))}: {lit(r.get('text'))}"
+
+
+def _milestone(r: Record) -> str:
+    elapsed_s = r.get("elapsed_s")
+    after = f"{elapsed_s:.1f}" if isinstance(elapsed_s, int | float) else lit(elapsed_s)
+    return f" [bold cyan]{lit(r.get('name'))}[/] after {after} s"
+
+
+def _gate_approved(r: Record) -> str:
+    return f"   [green]approved[/] {lit(r.get('gate'))} by {lit(r.get('approver'))} ({lit(r.get('how'))})"
+
+
+def _observer_error(r: Record) -> str:
+    return (f"   [yellow]observer error[/] {lit(r.get('observer'))}: {lit(r.get('error_type'))}: "
+            f"{lit(r.get('message'))} (journaled; the run goes on)")
+
+
+# record type -> (its progress line after the elapsed time, in rich markup; soft-wrapped?)
+PROGRESS_LINES: dict[str, tuple[Callable[[Record], str], bool]] = {
+    "wave-started": (_wave_started, False),
+    "step-finished": (_step_finished, True),
+    "escalation": (_escalation, True),
+    "quarantine": (_quarantine, True),
+    "clearance": (_clearance, True),
+    "milestone": (_milestone, False),
+    "gate-approved": (_gate_approved, True),
+    "observer-error": (_observer_error, True),
+}
 
 
 class ProgressView:
@@ -299,7 +372,6 @@ class ProgressView:
     text, never as rich markup: a ``[/b]`` from a hostile host is shown, not interpreted."""
 
     def __init__(self, as_json: bool) -> None:
-        import threading
         import time
 
         self.as_json = as_json
@@ -307,7 +379,7 @@ class ProgressView:
         self.t0 = time.monotonic()
         self.running: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._status = None
+        self._status: Status | None = None
         if not as_json and sys.stdout.isatty():
             self._status = console.status("starting")
             self._status.start()
@@ -321,44 +393,15 @@ class ProgressView:
         if self.as_json:
             click.echo(json.dumps(record, ensure_ascii=False, default=str, sort_keys=True))
             return
-        kind = record.get("type")
-        g = record.get
+        kind = str(record.get("type"))
         with self._lock:
-            if kind == "wave-started":
-                console.print(f"{self.elapsed()} [bold]wave {lit(g('wave'))}[/] ({lit(g('phase'))}): "
-                              f"{len(g('steps') or [])} step(s)")
-            elif kind == "step-started":
-                self.running[str(g("step_id"))] = 0.0
+            if kind == "step-started":
+                self.running[str(record.get("step_id"))] = 0.0
             elif kind == "step-finished":
-                self.running.pop(str(g("step_id")), None)
-                status = str(g("status"))
-                colour = STATUS_COLOURS.get(status, "white")
-                extra = " (already in force)" if g("already") else ""
-                extra += " [magenta](escalated to power off)[/]" if g("escalated") else ""
-                err = f" — {lit(g('error'))}" if g("error") else ""
-                console.print(f"{self.elapsed()}   [{colour}]{lit(f'{status:8}')}[/] {lit(g('step_id'))}{extra}{err}",
-                              soft_wrap=True)
-            elif kind == "escalation":
-                console.print(f"{self.elapsed()}   [magenta]escalate[/] {lit(g('host'))}: {lit(g('to'))} "
-                              f"({lit(g('reason'))})", soft_wrap=True)
-            elif kind == "quarantine":
-                off = "powered off" if g("powered_off") else "NOT powered off"
-                console.print(f"{self.elapsed()}   [red]quarantine[/] {lit(g('host'))} ({off}): {lit(g('reason'))}",
-                              soft_wrap=True)
-            elif kind == "clearance":
-                console.print(f"{self.elapsed()}   [cyan]cleared[/] {lit(g('host'))} for {lit(g('segment'))}: "
-                              f"{lit(g('text'))}", soft_wrap=True)
-            elif kind == "milestone":
-                elapsed_s = g("elapsed_s")
-                after = f"{elapsed_s:.1f}" if isinstance(elapsed_s, int | float) else lit(elapsed_s)
-                console.print(f"{self.elapsed()} [bold cyan]{lit(g('name'))}[/] after {after} s")
-            elif kind == "gate-approved":
-                console.print(f"{self.elapsed()}   [green]approved[/] {lit(g('gate'))} by {lit(g('approver'))} "
-                              f"({lit(g('how'))})", soft_wrap=True)
-            elif kind == "observer-error":
-                console.print(f"{self.elapsed()}   [yellow]observer error[/] {lit(g('observer'))}: "
-                              f"{lit(g('error_type'))}: {lit(g('message'))} (journaled; the run goes on)",
-                              soft_wrap=True)
+                self.running.pop(str(record.get("step_id")), None)
+            if kind in PROGRESS_LINES:
+                line, soft_wrap = PROGRESS_LINES[kind]
+                console.print(f"{self.elapsed()}{line(record)}", soft_wrap=soft_wrap)
             if self._status is not None:
                 now = ", ".join(sorted(self.running)[:6]) or "waiting"
                 more = f" (+{len(self.running) - 6})" if len(self.running) > 6 else ""
@@ -369,13 +412,12 @@ class ProgressView:
             self._status.stop()
 
 
-def install_stop_handlers() -> Any:
+def install_stop_handlers() -> threading.Event:
     import signal
-    import threading
 
     stop = threading.Event()
 
-    def handler(signum: int, _frame: Any) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
             return
         stop.set()
@@ -387,15 +429,35 @@ def install_stop_handlers() -> Any:
     return stop
 
 
-def run_options(ctx: click.Context, **kwargs: Any) -> Any:
+def run_with_progress(as_json: bool, run: Callable[[ProgressView, threading.Event], T]) -> T:
+    """``run(view, stop)`` under the progress view (or the JSON printer) and the SIGINT/SIGTERM handlers
+    that ask a run to stop after the steps in flight; the view is closed however ``run`` ends."""
+    view = ProgressView(as_json)
+    stop = install_stop_handlers()
+    try:
+        return run(view, stop)
+    finally:
+        view.close()
+
+
+def ask(step: Step, summary: str) -> bool:
+    """The operator's answer at a restore gate (``--approve each``): no unless they say yes."""
+    return click.confirm(f"gate {step.target}: {summary}. Approve?", default=False)
+
+
+def run_options(ctx: click.Context, *, dry_run: bool = False, approve: ApprovalPolicy | None = None) -> RunOptions:
+    """The executor's options from the global flags; with ``approve``, gates are asked through :func:`ask`."""
     from orchestrator.executor import RunOptions
     from orchestrator.journal import current_operator
 
     settings = settings_from(ctx)
-    return RunOptions(forks=settings.forks, operator=current_operator(), **kwargs)
+    if approve is None:
+        return RunOptions(forks=settings.forks, operator=current_operator(), dry_run=dry_run)
+    return RunOptions(forks=settings.forks, operator=current_operator(), dry_run=dry_run, approve=approve,
+                      approver=ask)
 
 
-def render_result(result: Any, as_json: bool) -> None:
+def render_result(result: RunResult, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"type": "result", "run_id": result.run_id, "status": result.status,
                                "time_to_containment_s": result.time_to_containment_s,
@@ -424,19 +486,19 @@ def render_result(result: Any, as_json: bool) -> None:
         console.print(f"  continue with: orchestrator resume {result.run_id}", markup=False)
 
 
-def execute(ctx: click.Context, inventory: Inventory, the_plan: Plan, options: Any, as_json: bool) -> None:
+def finish(result: RunResult, as_json: bool) -> NoReturn:
+    """Show a run's result and exit with its code (0 completed, 1 anything else)."""
+    render_result(result, as_json)
+    raise Exit(result.exit_code)
+
+
+def execute(ctx: click.Context, inventory: Inventory, the_plan: Plan, options: RunOptions, as_json: bool) -> None:
     from orchestrator.runs import start_run
 
     settings = settings_from(ctx)
-    view = ProgressView(as_json)
-    stop = install_stop_handlers()
-    try:
-        result = start_run(inventory, the_plan, settings, options, observers=[view], stop_event=stop,
-                           argv=["orchestrator", *sys.argv[1:]])
-    finally:
-        view.close()
-    render_result(result, as_json)
-    raise Exit(result.exit_code)
+    argv = ["orchestrator", *sys.argv[1:]]
+    finish(run_with_progress(as_json, lambda view, stop: start_run(
+        inventory, the_plan, settings, options, observers=[view], stop_event=stop, argv=argv)), as_json)
 
 
 def confirm_site(inventory: Inventory, the_plan: Plan, yes: bool) -> None:
@@ -524,12 +586,8 @@ def restore(ctx: click.Context, inventory_path: str, run_id: str | None, approve
     the_plan = build_plan(inventory, Mode.RESTORE, scope, selection=selection)
     if not as_json:
         render_plan(the_plan)
-
-    def ask(step: Any, summary: str) -> bool:
-        return click.confirm(f"gate {step.target}: {summary}. Approve?", default=False)
-
     policy = ApprovalPolicy(approve) if approve else ApprovalPolicy.EACH
-    execute(ctx, inventory, the_plan, run_options(ctx, approve=policy, approver=ask), as_json)
+    execute(ctx, inventory, the_plan, run_options(ctx, approve=policy), as_json)
 
 
 @cli.command()
@@ -543,21 +601,12 @@ def resume(ctx: click.Context, run_id: str, approve: str | None, as_json: bool) 
     from orchestrator.executor import ApprovalPolicy
     from orchestrator.runs import resume_run
 
-    def ask(step: Any, summary: str) -> bool:
-        return click.confirm(f"gate {step.target}: {summary}. Approve?", default=False)
-
     policy = ApprovalPolicy(approve) if approve else (ApprovalPolicy.EACH if sys.stdin.isatty()
                                                       else ApprovalPolicy.NONE)
     settings = settings_from(ctx)
-    view = ProgressView(as_json)
-    stop = install_stop_handlers()
-    try:
-        result = resume_run(run_id, settings, run_options(ctx, approve=policy, approver=ask), observers=[view],
-                            stop_event=stop)
-    finally:
-        view.close()
-    render_result(result, as_json)
-    raise Exit(result.exit_code)
+    options = run_options(ctx, approve=policy)
+    finish(run_with_progress(as_json, lambda view, stop: resume_run(
+        run_id, settings, options, observers=[view], stop_event=stop)), as_json)
 
 
 @cli.command()
@@ -670,7 +719,7 @@ def journal_verify(ctx: click.Context, run_id: str, syslog_file: str | None, as_
         fail(f"no controller key at {settings.signing_key_path}: the journal's records cannot be authenticated "
              "(restore the key from the controller's backup, or pass the right --state-dir)", EXIT_BAD_INPUT)
     check = verify_journal(path, key)
-    doc: dict[str, Any] = check.as_dict()
+    doc: dict[str, object] = check.as_dict()
     ok = check.ok
     comparison = None
     if syslog_file:
@@ -720,14 +769,14 @@ def report(ctx: click.Context, run_id: str, fmt: str, output: str | None) -> Non
     if inventory_copy.exists():
         from orchestrator.inventory import load_inventory
 
-        original = Path(str(state.started.get("inventory") or inventory_copy))
+        original = Path(state.started.inventory or inventory_copy)
         inv = load_inventory(inventory_copy, base_dir=original.parent)
     from orchestrator.journal import verify_journal
 
     check = verify_journal(settings.journal_path(run_id))
     text = render_report(build_report(state.records, inv, verification=check), fmt)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        atomic_write(Path(output), text)  # private (0600), whole or absent
         console.print(f"report written to {output}", markup=False)
     else:
         click.echo(text, nl=False)
@@ -790,18 +839,14 @@ def drill(ctx: click.Context, inventory_path: str, keep: bool, reports_dir: str,
 
     inventory = load(inventory_path)
     settings = settings_from(ctx)
-    view = ProgressView(as_json)
-    stop = install_stop_handlers()
 
     def progress(message: str) -> None:
         if not as_json:
             console.print(f"[bold]drill[/] {lit(message)}", soft_wrap=True)
 
-    try:
-        result = run_drill(inventory, settings, keep=keep, reports_dir=Path(reports_dir), observers=[view],
-                           progress=progress, stop_event=stop, operator=current_operator(), board=not as_json)
-    finally:
-        view.close()
+    result = run_with_progress(as_json, lambda view, stop: run_drill(
+        inventory, settings, keep=keep, reports_dir=Path(reports_dir), observers=[view], progress=progress,
+        stop_event=stop, operator=current_operator(), board=not as_json))
     if as_json:
         click.echo(json.dumps({"type": "drill-result", **result.as_dict()}, default=str))
         raise Exit(EXIT_OK if result.ok else EXIT_FAILED)
@@ -876,7 +921,10 @@ def baseline_capture(ctx: click.Context, inventory_path: str, campuses: tuple[st
     raise Exit(EXIT_OK if all(i["ok"] for i in doc["hosts"].values()) else EXIT_FAILED)
 
 
-def _per_host(ctx: click.Context, action: Callable[..., Any], inventory_path: str, scope: Scope) -> Any:
+HostAction = Callable[["SshDriver", Inventory, tuple[str, ...], Settings, int], Mapping[str, T]]
+
+
+def _per_host(ctx: click.Context, action: HostAction[T], inventory_path: str, scope: Scope) -> Mapping[str, T]:
     """Run an integrity action (capture or check) over the scope's hosts, in parallel over SSH."""
     from orchestrator.drivers.ssh import SshDriver
     from orchestrator.planner import resolve_scope
@@ -886,14 +934,14 @@ def _per_host(ctx: click.Context, action: Callable[..., Any], inventory_path: st
     names = resolve_scope(inventory, scope).hosts
     ssh = SshDriver(inventory)
     try:
-        return action(ssh, inventory, names, settings, forks=settings.forks)
+        return action(ssh, inventory, names, settings, settings.forks)
     finally:
         ssh.close()
 
 
-def _outcome_doc(outcome: Any) -> dict[str, Any]:
-    hosts: dict[str, Any] = {}
-    for name, item in sorted(dict(outcome).items()):
+def _outcome_doc(outcome: Mapping[str, object]) -> dict[str, dict[str, dict[str, object]]]:
+    hosts: dict[str, dict[str, object]] = {}
+    for name, item in sorted(outcome.items()):
         if isinstance(item, Exception):
             hosts[name] = {"ok": False, "detail": str(item)}
         else:
@@ -917,9 +965,9 @@ def integrity_check(ctx: click.Context, inventory_path: str, campuses: tuple[str
     from orchestrator.integrity import check_all
 
     outcome = _per_host(ctx, check_all, inventory_path, make_scope(campuses, segments, hosts))
-    doc: dict[str, Any] = {"hosts": {}}
+    doc: dict[str, dict[str, dict[str, object]]] = {"hosts": {}}
     bad = False
-    for name, item in sorted(dict(outcome).items()):
+    for name, item in sorted(outcome.items()):
         if isinstance(item, Exception):
             bad = True
             doc["hosts"][name] = {"clean": False, "error": str(item), "differences": []}

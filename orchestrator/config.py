@@ -58,10 +58,6 @@ class Settings:
         return self.state_dir / "baselines"
 
     @property
-    def backups_dir(self) -> Path:
-        return self.state_dir / "backups"
-
-    @property
     def lock_path(self) -> Path:
         return self.state_dir / "lock"
 
@@ -73,7 +69,3 @@ class Settings:
     def baseline_journal_path(self) -> Path:
         """Every baseline capture, hash chained and keyed like a run's journal."""
         return self.baselines_dir / "captures.jsonl"
-
-    @property
-    def lab_dir(self) -> Path:
-        return self.state_dir / "lab"

@@ -15,6 +15,7 @@ from orchestrator.config import Settings
 from orchestrator.executor import ApprovalPolicy, Observer, RunOptions, RunResult
 from orchestrator.model import Inventory, Mode
 from orchestrator.planner import build_plan
+from orchestrator.storage import atomic_write, private_mkdir
 
 Progress = Callable[[str], None]
 
@@ -169,13 +170,13 @@ def run_drill(inventory: Inventory, settings: Settings, *, keep: bool, reports_d
             with _timed(result, "verify-restore", progress):
                 result.checks += verify_restored(inventory, probes)
             with _timed(result, "report", progress):
-                reports_dir.mkdir(parents=True, exist_ok=True)
+                private_mkdir(reports_dir)
                 for name, run in result.runs.items():
                     records = read_journal(settings.journal_path(run.run_id))
                     rep = build_report(records, inventory)
                     for fmt in ("md", "html", "json"):
                         path = reports_dir / f"drill-{name}-{run.run_id}.{fmt}"
-                        path.write_text(render_report(rep, fmt), encoding="utf-8")
+                        atomic_write(path, render_report(rep, fmt))
                         result.reports.append(str(path))
         finally:
             ssh.close()

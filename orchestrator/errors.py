@@ -136,10 +136,6 @@ class UnknownDriverError(DriverError):
     exit_code = EXIT_BAD_INPUT
 
 
-class VerificationFailed(OrchestratorError):  # noqa: N818
-    code = "verification-failed"
-
-
 class JournalError(OrchestratorError):
     """The journal cannot be written or does not verify. A run cannot continue without it."""
 

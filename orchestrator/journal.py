@@ -42,27 +42,33 @@ and are kept); lines of device output that carry a secret by their syntax (``ena
 
 Event types
 -----------
-The executor emits these; ``report`` reads them. Unknown types are kept and shown as they are.
+The executor emits these; ``report`` and ``runs`` read them as the types of :mod:`orchestrator.events`
+(one class per type; the contract test checks this list against that registry). Unknown types are kept
+and shown as they are.
 
 ``run-started``        operator (user@host), host, pid, argv, mode, plan_id, inventory, inventory_sha256,
                        plan (the whole plan dict), scope, site, timezone; optional ``topology``
                        (``report.topology_of(inventory)``: hosts with segment, tier, depends_on, so the
                        report does not need the inventory file) and ``detected_at`` (ISO 8601 UTC, when
-                       the incident was detected, if earlier than the run)
-``wave-started``       wave, phase
+                       the incident was detected, if earlier than the run), dry_run, approve (the
+                       approval policy)
+``wave-started``       wave, phase, steps (the ids of the steps it runs)
 ``step-started``       step_id, action, target, wave
-``command-sent``       step_id, driver, target, commands (list of strings, secrets masked)
+``command-sent``       step_id, driver, target, commands (list of strings, secrets masked); optional
+                       ``sent_with`` (the other steps of the same device batch)
 ``verification``       step_id, check, passed, evidence
-``step-finished``      step_id, action, target, status (verified|unproven|failed|skipped|pending|dry-run),
+``step-finished``      step_id, action, target, status (verified|unproven|failed|skipped|dry-run),
                        changed, already, escalated, error, evidence, duration_s; ``unproven``: done as far as
                        the device says, proven by no probe (an isolation with no host inside to probe from)
-``escalation``         step_id, from, to, reason
-``gate-approved``      gate, approver, how
-``gate-refused``       gate, approver, how, reason
+``escalation``         step_id, host, to, reason
+``quarantine``         host, reason, powered_off; optional ``error`` (the power driver failed) or ``evidence``
+``gate-approved``      gate, approver, how, summary (what the approver was shown)
+``gate-refused``       gate, approver, how, summary
 ``milestone``          name (contained|shutdown-complete|restored), elapsed_s
 ``run-interrupted``    signal
-``run-resumed``        by (user@host); a new process: ``mono`` restarts from here
-``run-finished``       status (completed|unproven|failed|interrupted), counts, left: [{step_id, reason}]
+``run-resumed``        by (user@host), pid, host, plan_id, verified_before; a new process: ``mono`` restarts
+``run-finished``       status (completed|unproven|failed|interrupted), counts, left: [{step_id, reason}],
+                       time_to_containment_s, time_to_shutdown_s, quarantined (host -> why)
 ``integrity-finding``  host, category, path, detail
 ``observer-error``     observer, error_type, message, event_type, event_seq, consequence: a view of the run
                        (progress view, JSON printer) raised; journaled once per observer, the run goes on
@@ -71,7 +77,8 @@ The executor emits these; ``report`` reads them. Unknown types are kept and show
                        evidence): why a host that did not pass its checks no longer holds its segment back
 ``attestation``        host, claim (physically-disconnected), statement, by, reason, operator, from_host,
                        pid, evidence ({file, bytes, sha256} or null): ``orchestrator attest``, a person's word
-``lock-taken-over``    the stale lock's holder (pid, host, user, run_id, started) and why it was stale
+``lock-taken-over``    holder: the stale lock's holder (pid, host, user, run_id, command, started,
+                       proc_start) and why it was stale (reason)
 ``journal-repaired``   torn_file, torn_bytes, torn_sha256, line, reason: a partial last line (a write
                        cut by SIGKILL or power loss) was moved to ``torn_file`` before appending again
 ``state-dir-tightened`` detail: the state directory was open to others and was made 0700
@@ -79,6 +86,10 @@ The executor emits these; ``report`` reads them. Unknown types are kept and show
                        run; the run goes on, the sender retries with a bounded backoff)
 ``syslog-dropped``     collector, queue, reason: the copy's queue was full; newer records local only
 ``syslog-undelivered`` collector, records, reason: at the end, records the collector did not get
+``ansible-event``      what the Ansible driver reported, each field optional: a playbook's start or end
+                       (playbook, run, phase, hosts, timeout_s, rc, status, duration_s), a task on a host
+                       (playbook, run, host, task, status, message, ignored), or the SSH connections opened
+                       ahead (phase, hosts, failed, seconds)
 
 The baseline captures journal (``baselines/captures.jsonl``, run id ``baseline-captures``, keyed and
 copied off-box like a run's) holds ``baseline-captured`` (host, operator, file, sha256, forced,
@@ -102,14 +113,13 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path, PurePath
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from orchestrator import masking, storage
 from orchestrator.errors import JournalError
 
 SCHEMA_VERSION = 1
 GENESIS = "0" * 64
-MASK = masking.MASK
 HMAC_FIELD = "hmac"
 JOURNAL_KEY_PURPOSE = "orchestrator journal chain v1"
 JOURNAL_NAME = "journal.jsonl"
@@ -213,16 +223,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def mask_secrets(value: Any, secrets: Iterable[str]) -> Any:
-    """Replace every occurrence of each secret string by ``***``, recursively (keys included).
-
-    The product's one masker (:mod:`orchestrator.masking`): values under keys named like password /
-    secret / token / passphrase / private_key are masked whatever they contain, multi-line secrets
-    line by line, secret-looking lines of device output lose their value, long strings are capped.
-    """
-    return masking.mask_secrets(value, secrets)
-
-
 # --------------------------------------------------------------------------------------------
 # Verification
 # --------------------------------------------------------------------------------------------
@@ -274,8 +274,8 @@ def _split_lines(data: bytes) -> list[_Line]:
     return lines
 
 
-def _verify_lines(lines: list[_Line], mac_key: bytes | None = None) -> JournalVerification:
-    problems: list[str] = []
+def _parse_lines(lines: list[_Line], problems: list[str]) -> list[tuple[_Line, dict[str, Any]]]:
+    """Each complete line that is a JSON object, with its record; every other line is a problem."""
     parsed: list[tuple[_Line, dict[str, Any]]] = []
     for line in lines:
         if not line.complete:
@@ -293,6 +293,71 @@ def _verify_lines(lines: list[_Line], mac_key: bytes | None = None) -> JournalVe
             problems.append(f"line {line.number}: bad JSON (a record must be an object)")
             continue
         parsed.append((line, record))
+    return parsed
+
+
+def _is_seq(seq: object) -> TypeGuard[int]:
+    return isinstance(seq, int) and not isinstance(seq, bool)
+
+
+def _envelope_problems(line: _Line, record: dict[str, Any]) -> list[str]:
+    """The record's envelope: schema version, type/ts/prev, and the canonical form it was written in."""
+    n = line.number
+    problems = []
+    if record.get("schema_version") != SCHEMA_VERSION:
+        problems.append(f"line {n}: unknown schema_version {record.get('schema_version')!r}")
+    for key in ("type", "ts", "prev"):
+        if not isinstance(record.get(key), str):
+            problems.append(f"line {n}: record lacks {key!r}")
+    if canonical_line(record).encode("utf-8") != line.raw:
+        problems.append(f"line {n}: edited record (not in the canonical serialisation it was written in)")
+    return problems
+
+
+def _seq_problem(line: _Line, seq: int, last_seq: int, seqs: dict[int, _Line]) -> str | None:
+    """Duplicated, reordered or deleted records, judged by ``seq`` after ``last_seq``."""
+    n = line.number
+    expected = last_seq + 1
+    if seqs.get(seq) is not line:
+        return f"line {n}: duplicated record (seq {seq} already at line {seqs[seq].number})"
+    if seq < expected:
+        return f"line {n}: reordered records (seq {seq} comes after seq {last_seq})"
+    if seq > expected:
+        missing = range(expected, seq)
+        later = [m for m in missing if m in seqs]
+        if later:
+            return (f"line {n}: reordered records (seq {seq} where seq {expected} was expected; "
+                    f"seq {later[0]} is at line {seqs[later[0]].number})")
+        gap = f"seq {expected}" if len(missing) == 1 else f"seq {expected}..{seq - 1}"
+        return f"line {n}: deleted record(s) before this line ({gap} missing)"
+    return None
+
+
+def _mac_problem(n: int, record: dict[str, Any], mac_key: bytes) -> str | None:
+    mac = record.get(HMAC_FIELD)
+    if not isinstance(mac, str):
+        return (f"line {n}: record carries no {HMAC_FIELD} (written without the controller's journal key, "
+                "or its MAC was stripped): it cannot be authenticated")
+    if not hmac.compare_digest(mac, record_mac(record, mac_key)):
+        return (f"line {n}: {HMAC_FIELD} does not match (the record was edited and its chain recomputed, or "
+                f"it was written under another controller key than {key_id(mac_key)})")
+    return None
+
+
+def _prev_problem(n: int, seq: int, prev: object, seqs: dict[int, _Line], hashes: dict[int, str]) -> str | None:
+    """The chain: the first record starts at genesis, every other one names its predecessor's hash."""
+    if seq == 0:
+        if prev != GENESIS:
+            return f"line {n}: first record's prev is not {GENESIS[:8]}... (records deleted before it?)"
+    elif seq - 1 in hashes and prev != hashes[seq - 1]:
+        return (f"line {seqs[seq - 1].number}: edited record (hash mismatch: its SHA-256 is not the prev "
+                f"recorded at line {n})")
+    return None
+
+
+def _verify_lines(lines: list[_Line], mac_key: bytes | None = None) -> JournalVerification:
+    problems: list[str] = []
+    parsed = _parse_lines(lines, problems)
 
     run_ids = {r.get("run_id") for _, r in parsed}
     run_id = parsed[0][1].get("run_id") if parsed else None
@@ -303,7 +368,7 @@ def _verify_lines(lines: list[_Line], mac_key: bytes | None = None) -> JournalVe
     hashes: dict[int, str] = {}
     for line, record in parsed:
         seq = record.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool) and seq not in seqs:
+        if _is_seq(seq) and seq not in seqs:
             seqs[seq] = line
             hashes[seq] = line_hash(line.raw)
 
@@ -315,57 +380,17 @@ def _verify_lines(lines: list[_Line], mac_key: bytes | None = None) -> JournalVe
         )
     last_seq = -1
     for line, record in parsed:
-        n = line.number
-        if record.get("schema_version") != SCHEMA_VERSION:
-            problems.append(f"line {n}: unknown schema_version {record.get('schema_version')!r}")
-        for key in ("type", "ts", "prev"):
-            if not isinstance(record.get(key), str):
-                problems.append(f"line {n}: record lacks {key!r}")
-        if canonical_line(record).encode("utf-8") != line.raw:
-            problems.append(f"line {n}: edited record (not in the canonical serialisation it was written in)")
+        problems.extend(_envelope_problems(line, record))
         seq = record.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            problems.append(f"line {n}: record lacks an integer 'seq'")
+        if not _is_seq(seq):
+            problems.append(f"line {line.number}: record lacks an integer 'seq'")
             continue
-        expected = last_seq + 1
-        if seqs.get(seq) is not line:
-            problems.append(f"line {n}: duplicated record (seq {seq} already at line {seqs[seq].number})")
-        elif seq < expected:
-            problems.append(f"line {n}: reordered records (seq {seq} comes after seq {last_seq})")
-        elif seq > expected:
-            missing = range(expected, seq)
-            later = [m for m in missing if m in seqs]
-            if later:
-                problems.append(
-                    f"line {n}: reordered records (seq {seq} where seq {expected} was expected; "
-                    f"seq {later[0]} is at line {seqs[later[0]].number})"
-                )
-            else:
-                gap = f"seq {expected}" if len(missing) == 1 else f"seq {expected}..{seq - 1}"
-                problems.append(f"line {n}: deleted record(s) before this line ({gap} missing)")
+        found = [_seq_problem(line, seq, last_seq, seqs)]
         last_seq = max(last_seq, seq)
-
         if mac_key is not None and not unkeyed:
-            mac = record.get(HMAC_FIELD)
-            if not isinstance(mac, str):
-                problems.append(
-                    f"line {n}: record carries no {HMAC_FIELD} (written without the controller's journal key, "
-                    "or its MAC was stripped): it cannot be authenticated"
-                )
-            elif not hmac.compare_digest(mac, record_mac(record, mac_key)):
-                problems.append(
-                    f"line {n}: {HMAC_FIELD} does not match (the record was edited and its chain recomputed, or "
-                    f"it was written under another controller key than {key_id(mac_key)})"
-                )
-        prev = record.get("prev")
-        if seq == 0:
-            if prev != GENESIS:
-                problems.append(f"line {n}: first record's prev is not {GENESIS[:8]}... (records deleted before it?)")
-        elif seq - 1 in hashes and prev != hashes[seq - 1]:
-            problems.append(
-                f"line {seqs[seq - 1].number}: edited record (hash mismatch: its SHA-256 is not the prev "
-                f"recorded at line {n})"
-            )
+            found.append(_mac_problem(line.number, record, mac_key))
+        found.append(_prev_problem(line.number, seq, record.get("prev"), seqs, hashes))
+        problems.extend(p for p in found if p is not None)
 
     complete = [line for line in lines if line.complete]
     return JournalVerification(

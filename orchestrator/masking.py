@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 TEXT_CAP = 8192  # bytes of UTF-8 kept of one string (device output, host output, messages)
@@ -45,12 +46,13 @@ def is_secret_key(key: str) -> bool:
 
 
 def secret_needles(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Every string to mask, longest first: each secret, and each long line of multi-line secrets."""
+    """Every string to mask, longest first: each secret, its URL-encoded forms (a password in a URL or a
+    form body, as HTTP clients echo it in errors), and each long line of multi-line secrets."""
     needles: set[str] = set()
     for secret in secrets:
         if not secret:
             continue
-        needles.add(secret)
+        needles.update({secret, quote(secret, safe=""), quote_plus(secret, safe="")})
         stripped = secret.strip()
         if stripped:
             needles.add(stripped)

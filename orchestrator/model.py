@@ -1,6 +1,6 @@
 """Typed, frozen values: the inventory, the plan and step outcomes.
 
-Everything beyond ``inventory.py`` works with these, never with raw dicts. Change with
+Everything beyond ``orchestrator.inventory`` works with these, never with raw dicts. Change with
 ``dataclasses.replace``; aggregate status is derived, not stored.
 """
 
@@ -166,9 +166,6 @@ class Inventory:
 
     def hosts_in_segment(self, segment: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts.values() if h.segment == segment)
-
-    def credential_for(self, name: str) -> Credential:
-        return self.credentials[name]
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ inventory and the plan are copied into the run so ``resume`` continues with exac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -18,16 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import events as events_mod
 from orchestrator import storage
 from orchestrator.attest import disconnection_attestations
 from orchestrator.config import Settings
 from orchestrator.errors import JournalError, PlanError, SafetyInterlock, StalePlanError, UsageError
-from orchestrator.executor import Executor, Observer, Recorder, RunOptions, RunResult
+from orchestrator.executor import Executor, Observer, Recorder, ResumeState, RunOptions, RunResult
 from orchestrator.inventory import validate_text
 from orchestrator.journal import Forwarder, Journal, current_operator, journal_key, new_run_id, read_journal
 from orchestrator.lock import RunLock
 from orchestrator.model import Action, Inventory, Mode, Plan, StepResult, StepStatus
-from orchestrator.planner import Selection, build_plan, canonical_json, plan_from_dict, plan_to_json
+from orchestrator.planner import Selection, build_plan, plan_from_dict, plan_to_json
 
 
 def collect_secrets(inventory: Inventory) -> list[str]:
@@ -216,57 +218,73 @@ def start_run(inventory: Inventory, plan: Plan, settings: Settings, options: Run
 
 @dataclass(frozen=True)
 class RunState:
-    """What a journal says about a run."""
+    """What a journal says about a run: its records, read as typed events once (:attr:`events`)."""
 
     run_id: str
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # as read (``attest`` and ``status`` take them as they are)
+
+    @functools.cached_property
+    def events(self) -> list[events_mod.Event]:
+        return events_mod.parse_all(self.records)
 
     @property
-    def started(self) -> dict[str, Any]:
-        for r in self.records:
-            if r.get("type") == "run-started":
-                return r
-        raise UsageError(f"run {self.run_id} has no run-started record", target=self.run_id)
+    def started(self) -> events_mod.RunStarted:
+        started = events_mod.first(self.events, events_mod.RunStarted)
+        if started is None:
+            raise UsageError(f"run {self.run_id} has no run-started record", target=self.run_id)
+        return started
 
     @property
     def plan(self) -> Plan:
-        return plan_from_dict(self.started["plan"])
+        return plan_from_dict(self.started.plan)
 
     def step_results(self) -> dict[str, StepResult]:
         out: dict[str, StepResult] = {}
-        for r in self.records:
-            if r.get("type") == "step-finished":
-                out[r["step_id"]] = StepResult(
-                    r["step_id"], StepStatus(r["status"]), changed=bool(r.get("changed")),
-                    already=bool(r.get("already")), evidence=r.get("evidence") or {}, error=r.get("error"),
-                    escalated=bool(r.get("escalated")), duration_s=float(r.get("duration_s") or 0))
+        for e in events_mod.of_type(self.events, events_mod.StepFinished):
+            out[e.step_id] = StepResult(
+                e.step_id, StepStatus(e.status or ""), changed=e.changed, already=e.already, evidence=dict(e.evidence),
+                error=e.error, escalated=e.escalated, duration_s=e.duration_s or 0.0)
         return out
 
     @property
-    def finished(self) -> dict[str, Any] | None:
+    def finished(self) -> events_mod.RunFinished | None:
         last = None
-        for r in self.records:
-            if r.get("type") == "run-finished":
-                last = r
-            elif r.get("type") == "run-resumed":
+        for e in self.events:
+            if isinstance(e, events_mod.RunFinished):
+                last = e
+            elif isinstance(e, events_mod.RunResumed):
                 last = None
         return last
 
     @property
     def approved_gates(self) -> set[str]:
-        return {r["gate"] for r in self.records if r.get("type") == "gate-approved"}
+        return {e.gate for e in events_mod.of_type(self.events, events_mod.GateApproved)}
+
+    def milestones(self) -> dict[str, float]:
+        """Milestone name -> seconds since the run started."""
+        out: dict[str, float] = {}
+        for e in events_mod.of_type(self.events, events_mod.Milestone):
+            if e.elapsed_s is not None:
+                out[e.name] = e.elapsed_s
+        return out
+
+    def quarantined(self) -> dict[str, str]:
+        """Host -> why, for the hosts the run quarantined."""
+        return {e.host: e.reason or "" for e in events_mod.of_type(self.events, events_mod.Quarantine)}
 
     def elapsed_before_resume(self) -> float:
         """Seconds the run had already been going when it stopped (monotonic, per process)."""
         total = 0.0
         start = None
         last = None
-        for r in self.records:
-            if r.get("type") in ("run-started", "run-resumed"):
+        for e in self.events:
+            if e.mono is None:
+                continue
+            if isinstance(e, events_mod.RunStarted | events_mod.RunResumed):
                 if start is not None and last is not None:
                     total += last - start
-                start = float(r["mono"])
-            last = float(r["mono"])
+                start = e.mono
+            last = e.mono
         if start is not None and last is not None:
             total += last - start
         return total
@@ -306,7 +324,7 @@ def resume_run(run_id: str, settings: Settings, options: RunOptions, *, observer
         except BaseException:
             journal.close(flush_timeout_s=1.0)
             raise
-        inventory = _with_path(inventory, state.started.get("inventory", str(inventory_copy)))
+        inventory = _with_path(inventory, state.started.inventory or str(inventory_copy))
         for secret in collect_secrets(inventory):
             journal.add_secret(secret)
         recorder = Recorder(journal, list(observers))
@@ -323,11 +341,11 @@ def resume_run(run_id: str, settings: Settings, options: RunOptions, *, observer
             prior = {k: v for k, v in prior.items() if plan.step(k).action is not Action.VERIFY}
         executor = Executor(
             inventory=inventory, plan=plan, settings=settings, run_id=run_id, run_dir=run_dir, recorder=recorder,
-            options=options, prior=prior, approvals=state.approved_gates, stop_event=stop_event,
-            started_mono=time.monotonic() - state.elapsed_before_resume(),
-            milestones={r["name"]: float(r["elapsed_s"]) for r in state.records if r.get("type") == "milestone"},
-            quarantined={r["host"]: r["reason"] for r in state.records if r.get("type") == "quarantine"},
-            attestations=disconnection_attestations(state.records))
+            options=options, stop_event=stop_event,
+            resume=ResumeState(results=prior, approvals=state.approved_gates,
+                               started_mono=time.monotonic() - state.elapsed_before_resume(),
+                               milestones=state.milestones(), quarantined=state.quarantined(),
+                               attestations=disconnection_attestations(state.records)))
         try:
             result = executor.run()
             if result.interrupted:
@@ -338,7 +356,7 @@ def resume_run(run_id: str, settings: Settings, options: RunOptions, *, observer
     return result
 
 
-def _inventory_copy(path: Path, started: dict[str, Any]) -> Inventory:
+def _inventory_copy(path: Path, started: events_mod.RunStarted) -> Inventory:
     """The run's inventory copy, read once: its bytes must hash to what the journal recorded at the
     start, and the same bytes are validated and used."""
     try:
@@ -346,12 +364,12 @@ def _inventory_copy(path: Path, started: dict[str, Any]) -> Inventory:
     except OSError as exc:
         raise SafetyInterlock(f"cannot read the run's inventory copy: {exc.strerror or exc}", target=str(path),
                               hint="the run directory is damaged; start a new run from the site's inventory") from exc
-    expected = started.get("inventory_sha256")
+    expected = started.inventory_sha256
     actual = hashlib.sha256(raw).hexdigest()
     if actual != expected:
         raise SafetyInterlock(
             f"the run's inventory copy was changed after the run started (sha256 {actual[:12]}, the journal "
-            f"recorded {str(expected)[:12]}): refusing to resume on it", target=str(path),
+            f"recorded {expected[:12]}): refusing to resume on it", target=str(path),
             hint="keep the directory as evidence; start a new run from the site's inventory (verified steps "
                  "already in force are recognised, not redone)")
     try:
@@ -359,7 +377,7 @@ def _inventory_copy(path: Path, started: dict[str, Any]) -> Inventory:
     except UnicodeDecodeError as exc:
         raise SafetyInterlock("the run's inventory copy is not UTF-8", target=str(path)) from exc
     # relative key_file/known_hosts paths resolve against the original inventory's directory, as at the start
-    original = Path(str(started.get("inventory") or path))
+    original = Path(started.inventory or path)
     return validate_text(text, str(path), base_dir=original.parent).inventory
 
 
@@ -380,11 +398,11 @@ def run_summary(settings: Settings, run_id: str) -> dict[str, Any]:
         counts[res.status.value] = counts.get(res.status.value, 0) + 1
     left = [{"step_id": s.id, "reason": (results[s.id].error or results[s.id].status.value) if s.id in results
              else "not reached"} for s in plan.steps() if s.id not in results or not results[s.id].ok]
-    milestones = {r["name"]: r.get("elapsed_s") for r in state.records if r.get("type") == "milestone"}
+    milestones = state.milestones()
     return {
-        "run_id": run_id, "mode": plan.mode.value, "plan_id": plan.plan_id, "site": started.get("site"),
-        "operator": started.get("operator"), "started": started.get("ts"),
-        "status": finished["status"] if finished else "running or interrupted",
+        "run_id": run_id, "mode": plan.mode.value, "plan_id": plan.plan_id, "site": started.site,
+        "operator": started.operator, "started": started.ts,
+        "status": finished.status if finished else "running or interrupted",
         "steps": len(plan.steps()), "counts": counts, "left": left,
         "time_to_containment_s": milestones.get("contained"),
         "time_to_shutdown_s": milestones.get("shutdown-complete"),
@@ -414,10 +432,6 @@ def selection_from_run(settings: Settings, run_id: str, inventory: Inventory) ->
     gateways = {inventory.segments[s].gateway for s in segments}
     devices = sorted({g for g in gateways if g is not None} | {inventory.links[k].device for k in links})
     return Selection(hosts=tuple(hosts), segments=tuple(segments), links=tuple(links), devices=tuple(devices))
-
-
-def plan_fingerprint(plan: Plan) -> str:
-    return canonical_json(plan.as_dict())
 
 
 __all__ = ["Mode", "RunOptions", "check_plan_matches", "load_plan_file", "resume_run", "run_summary",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.drivers.base import PowerDriver, SshRunner
 from orchestrator.errors import DriverError
 from orchestrator.model import Host, Inventory, Verification
 
@@ -34,13 +35,13 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
 @dataclass
 class Probes:
     inventory: Inventory
-    ssh: Any  # orchestrator.drivers.ssh.SshDriver
-    power: Callable[[Host], Any | None]  # host -> its power driver or None
+    ssh: SshRunner
+    power: Callable[[Host], PowerDriver | None]  # host -> its power driver or None
 
     # ---- hosts -------------------------------------------------------------------------------
 
     def ssh_answers(self, host: Host, timeout_s: float = 1.0) -> bool:
-        return bool(self.ssh.port_open(str(host.management_address), 22, timeout_s))
+        return self.ssh.port_open(str(host.management_address), 22, timeout_s)
 
     def power_state(self, host: Host) -> str | None:
         driver = self.power(host)
@@ -105,9 +106,6 @@ class Probes:
         return last[0]
 
     # ---- reachability from inside ---------------------------------------------------------------
-
-    def reaches(self, from_host: str, address: str, *, expect: bool) -> bool:
-        return self.reach_map(from_host, [address], expect=expect)[address]
 
     def peer_reaches(self, link_name: str, address: str, *, expect: bool) -> bool:
         return self.peer_reach_map(link_name, [address], expect=expect)[address]

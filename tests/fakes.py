@@ -10,11 +10,11 @@ probe would see, derived from that state:
   in another segment answers unless S or its segment is isolated; the own segment always answers;
 * a lab peer reaches inside unless its link is cut.
 
-The fake driver classes have the real ones' names, constructor and method signatures
-(``tests/unit/test_executor.py`` checks that). ``FakeCampus.install(monkeypatch)`` puts them behind
-``orchestrator.drivers.driver_class`` / ``power_driver_class`` (the seam ``executor.Drivers`` opens
-them through), replaces ICMP, the integrity check and baselines, gives ``verify.wait_until`` a
-virtual clock (waits cost no real time) and refuses any real TCP connection.
+The fake drivers satisfy the driver interfaces of ``orchestrator/drivers/base.py`` (mypy checks it:
+``FakeCampus.open_*`` return them typed as the interfaces). ``FakeCampus.install(monkeypatch)``
+puts them behind ``orchestrator.drivers.open_*`` (the seam ``executor.Drivers`` opens them
+through), replaces ICMP, the integrity check and baselines, gives ``verify.wait_until`` a virtual
+clock (waits cost no real time) and refuses any real TCP connection.
 
 Every action is appended to ``campus.log`` as a tuple, in order:
 ``("open", kind)``, ``("backup", device)``, ``("apply", device, action, target)``,
@@ -36,12 +36,22 @@ from typing import Any
 
 import pytest
 
-from orchestrator.drivers.ansible import HostOutcome, PlaybookRun
-from orchestrator.drivers.netmiko import CommandOutcome
-from orchestrator.drivers.ssh import CommandResult
+from orchestrator.drivers.base import (
+    CommandOutcome,
+    CommandResult,
+    DeviceDriver,
+    HostOutcome,
+    HostStopper,
+    PlaybookRun,
+    PowerDriver,
+    PowerOffCallback,
+    PowerOffReport,
+    PowerState,
+    SshRunner,
+)
 from orchestrator.errors import DriverError, SafetyInterlock, UnknownDriverError, UnreachableError
 from orchestrator.integrity import Difference, IntegrityResult
-from orchestrator.model import Credential, Inventory
+from orchestrator.model import Action, Credential, Inventory
 
 CONTAINMENT = ("cut-link", "isolate-segment")
 UNDO = {"restore-link": "cut-link", "reconnect-segment": "isolate-segment"}
@@ -182,16 +192,20 @@ class FakeCampus:
 
     # ---- installing the fakes ----------------------------------------------------------------
 
-    def driver_class(self, name: str) -> Any:
-        classes = {"ssh": FakeSshDriver, "netmiko": FakeNetmikoDriver, "ansible": FakeAnsibleDriver}
-        if name not in classes:
-            raise UnknownDriverError(f"unknown driver '{name}'", target=name)
-        return type(classes[name].__name__, (classes[name],), {"campus": self})
+    def open_ssh(self, inventory: Inventory) -> SshRunner:
+        return FakeSshDriver(self, inventory)
 
-    def power_driver_class(self, name: str) -> Any:
+    def open_devices(self, inventory: Inventory) -> DeviceDriver:
+        return FakeNetmikoDriver(self, inventory)
+
+    def open_host_stopper(self, inventory: Inventory, work_dir: Path, forks: int,
+                          event_sink: Callable[[dict[str, Any]], None] | None) -> HostStopper:
+        return FakeAnsibleDriver(self, inventory, work_dir, forks, event_sink)
+
+    def open_power(self, name: str) -> PowerDriver:
         if name != "lab":
             raise UnknownDriverError(f"unknown power driver '{name}'", target=name)
-        return type("FakeLabPower", (FakeLabPower,), {"campus": self})
+        return FakeLabPower(self)
 
     def check_host(self, ssh: Any, inventory: Inventory, host: str, settings: Any) -> IntegrityResult:
         del ssh, inventory, settings
@@ -209,8 +223,10 @@ class FakeCampus:
         import orchestrator.integrity
         import orchestrator.verify
 
-        monkeypatch.setattr(orchestrator.drivers, "driver_class", self.driver_class)
-        monkeypatch.setattr(orchestrator.drivers, "power_driver_class", self.power_driver_class)
+        monkeypatch.setattr(orchestrator.drivers, "open_ssh", self.open_ssh)
+        monkeypatch.setattr(orchestrator.drivers, "open_devices", self.open_devices)
+        monkeypatch.setattr(orchestrator.drivers, "open_host_stopper", self.open_host_stopper)
+        monkeypatch.setattr(orchestrator.drivers, "open_power", self.open_power)
         monkeypatch.setattr(orchestrator.drivers.icmp, "echo", lambda address, *a, **k: self.icmp_answers(address))
         monkeypatch.setattr(orchestrator.integrity, "check_host", self.check_host)
         monkeypatch.setattr(orchestrator.integrity, "load_baseline", lambda host, settings: {"host": host})
@@ -235,14 +251,13 @@ class FakeCampus:
 
 
 # --------------------------------------------------------------------------------------------
-# Drivers. ``campus`` is set on a subclass per campus by FakeCampus.driver_class.
+# Drivers, each bound to its campus, opened by FakeCampus.open_*.
 # --------------------------------------------------------------------------------------------
 
 
 class FakeSshDriver:
-    campus: FakeCampus
-
-    def __init__(self, inventory: Inventory, connect_timeout_s: float = 5.0, *, port: int = 22) -> None:
+    def __init__(self, campus: FakeCampus, inventory: Inventory) -> None:
+        self.campus = campus
         self._inventory = inventory
         self.campus.record("open", "ssh")
 
@@ -304,9 +319,8 @@ def _ping_lines(answers: Mapping[str, bool]) -> str:
 
 
 class FakeNetmikoDriver:
-    campus: FakeCampus
-
-    def __init__(self, inventory: Inventory, timeout_s: float = 20.0, *, connect: Any = None) -> None:
+    def __init__(self, campus: FakeCampus, inventory: Inventory) -> None:
+        self.campus = campus
         self._inventory = inventory
         self.campus.record("open", "netmiko")
 
@@ -327,7 +341,7 @@ class FakeNetmikoDriver:
             rules = sorted(self.campus.rules[device])
         return f"hostname {device}\n" + "".join(f"orchestrator {a} {t}\n" for a, t in rules)
 
-    def apply(self, device: str, action: str, target: str) -> CommandOutcome:
+    def apply(self, device: str, action: Action, target: str) -> CommandOutcome:
         self._reachable(device)
         self._check_target(device, action, target)
         if self.campus.on_apply is not None:
@@ -343,7 +357,7 @@ class FakeNetmikoDriver:
             self.campus.log.append(("apply", device, action, target))
         return CommandOutcome(device, (f"orchestrator {action} {target}",), "")
 
-    def apply_many(self, device: str, changes: Sequence[tuple[str, str]]) -> CommandOutcome:
+    def apply_many(self, device: str, changes: Sequence[tuple[Action, str]]) -> CommandOutcome:
         """Like the real driver: targets checked first, then the changes in order, stopping at a refusal."""
         self._reachable(device)
         for action, target in changes:
@@ -352,13 +366,13 @@ class FakeNetmikoDriver:
         parts = [self.apply(device, action, target).commands for action, target in changes]
         return CommandOutcome(device, tuple(line for part in parts for line in part), "", tuple(parts))
 
-    def is_in_force(self, device: str, action: str, target: str) -> bool:
+    def is_in_force(self, device: str, action: Action, target: str) -> bool:
         self._reachable(device)
         self._check_target(device, action, target)
         return self.campus.in_force(device, action, target)
 
-    def in_force_map(self, device: str, checks: Sequence[tuple[str, str]], *,
-                     fresh: bool = True) -> dict[tuple[str, str], bool]:
+    def in_force_map(self, device: str, checks: Sequence[tuple[Action, str]], *,
+                     fresh: bool = True) -> dict[tuple[Action, str], bool]:
         return {(action, target): self.is_in_force(device, action, target) for action, target in checks}
 
     def restore_config(self, device: str, backup: str) -> CommandOutcome:
@@ -384,15 +398,12 @@ class FakeNetmikoDriver:
             raise DriverError(f"{target} is not handled by {device}", target=device)
 
 
-POWER_OFF_TASK = "Power off after stopping the services (scheduled in systemd, survives the SSH connection dropping)"
-
-
 class FakeAnsibleDriver:
-    campus: FakeCampus
     name = "ansible"
 
-    def __init__(self, inventory: Inventory, work_dir: Path, forks: int = 50, event_sink: Any = None, *,
-                 playbooks_dir: Path | None = None, run_function: Any = None) -> None:
+    def __init__(self, campus: FakeCampus, inventory: Inventory, work_dir: Path, forks: int = 50,
+                 event_sink: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.campus = campus
         self.inventory = inventory
         self.work_dir = Path(work_dir)
         self.event_sink = event_sink
@@ -411,7 +422,7 @@ class FakeAnsibleDriver:
         self.campus.record("close", "ansible")
 
     def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120,
-                   on_result: Callable[[Mapping[str, Any]], None] | None = None) -> PlaybookRun:
+                   on_power_off: PowerOffCallback | None = None) -> PlaybookRun:
         kept = self.inventory.keep_reasons()
         refused = [h for h in hosts if h in kept]
         if refused:
@@ -431,10 +442,9 @@ class FakeAnsibleDriver:
                 else:
                     host.powered = False
                     outcomes[name] = HostOutcome(name, "unreachable", "connection dropped during power-off")
-        for name, outcome in outcomes.items():  # as the real driver: each host's result as it arrives
-            if on_result is not None:
-                on_result({"type": "ansible.task", "host": name, "task": POWER_OFF_TASK,
-                           "status": outcome.status, "message": outcome.message})
+        for name, outcome in outcomes.items():  # as the real driver: each host's power-off as it arrives
+            if on_power_off is not None:
+                on_power_off(PowerOffReport(name, outcome.status, outcome.message))
         return PlaybookRun("stop-host.yml", 4 if outcomes else 0, "failed", outcomes, 0.01,
                            str(self.work_dir / "artifacts"))
 
@@ -444,9 +454,8 @@ class FakeAnsibleDriver:
 
 
 class FakeLabPower:
-    campus: FakeCampus
-
-    def __init__(self) -> None:
+    def __init__(self, campus: FakeCampus) -> None:
+        self.campus = campus
         self.campus.record("open", "power")
 
     def _host(self, name: str) -> FakeHost:
@@ -454,7 +463,7 @@ class FakeLabPower:
             raise DriverError("not a machine of the running lab", target=name)
         return self.campus.hosts[name]
 
-    def state(self, name: str) -> str:
+    def state(self, name: str) -> PowerState:
         return "running" if self._host(name).powered else "stopped"
 
     def power_on(self, name: str) -> None:

@@ -11,8 +11,16 @@ import contextlib
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
+from typing import IO
 
 import paramiko
+from paramiko.common import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_SUCCEEDED,
+)
 
 USER = "tester"
 PASSWORD = "correct horse battery staple"  # a test secret: must never show up in an error
@@ -24,22 +32,22 @@ class _Handler(paramiko.ServerInterface):
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+            return OPEN_SUCCEEDED
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey,password"
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         if username == USER and key == self.server.client_key:
-            return paramiko.AUTH_SUCCESSFUL
-        return paramiko.AUTH_FAILED
+            return AUTH_SUCCESSFUL
+        return AUTH_FAILED
 
     def check_auth_password(self, username: str, password: str) -> int:
         self.server.passwords_offered += 1
         if username == USER and password == PASSWORD:
-            return paramiko.AUTH_SUCCESSFUL
-        return paramiko.AUTH_FAILED
+            return AUTH_SUCCESSFUL
+        return AUTH_FAILED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         thread = threading.Thread(target=self.server.execute, args=(channel, command.decode()), daemon=True)
@@ -95,15 +103,16 @@ class LoopbackSshServer:
             try:
                 while data := channel.recv(65536):
                     proc.stdin.write(data)
-                proc.stdin.close()
             except (OSError, EOFError):
                 pass
+            finally:
+                with contextlib.suppress(OSError):  # a broken pipe: the command exited first
+                    proc.stdin.close()
 
-        def pump(stream: object, send: object) -> None:
-            read = stream.read1  # type: ignore[attr-defined]
+        def pump(stream: IO[bytes], send: Callable[[bytes], object]) -> None:
             try:
-                while chunk := read(65536):
-                    send(chunk)  # type: ignore[operator]
+                while chunk := stream.read1(65536):  # type: ignore[attr-defined]  # a BufferedReader's
+                    send(chunk)
             except (OSError, EOFError):
                 pass
 
@@ -117,6 +126,8 @@ class LoopbackSshServer:
         rc = proc.wait()
         threads[1].join()
         threads[2].join()
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             channel.send_exit_status(rc if rc >= 0 else 128 - rc)  # killed by a signal: 128 + signo
             channel.close()

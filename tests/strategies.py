@@ -44,7 +44,9 @@ def _subset(draw: st.DrawFn, items: list[str], *, min_size: int = 0, max_size: i
 
 
 @st.composite
-def inventory_data(draw: st.DrawFn, max_hosts: int = 24) -> dict[str, Any]:
+def inventory_data(  # noqa: C901 - a hypothesis draw sequence: each branch is one optional inventory part
+    draw: st.DrawFn, max_hosts: int = 24
+) -> dict[str, Any]:
     campuses = [f"campus-{c}" for c in "abc"[: draw(st.integers(1, 3))]]
 
     n_devices = draw(st.integers(1, 3))

@@ -153,15 +153,8 @@ def _summary_of(states: Mapping[str, str]) -> str:
     return ", ".join(sorted(set(values)))
 
 
-def board_state(records: Sequence[Mapping[str, Any]], *, run_id: str = "", now: datetime | None = None,
-                journal: str = "") -> dict[str, Any]:
-    """The whole page's data from one run's records (an empty list: waiting for the run)."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    if not records:
-        return {"waiting": True, "run_id": run_id, "now": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "journal": journal, "records": 0}
-    report = build_report(records)
-    live = live_outcomes(report)
+def _live_graph(report: Report, live: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    """The report's graph with each host in its live state (label, colour, why) instead of its outcome."""
     shown = dataclasses.replace(report, graph_nodes=tuple(
         GraphNode(name=n.name, tier=n.tier, segment=n.segment, outcome=live.get(n.name, (n.outcome, ""))[0])
         for n in report.graph_nodes))
@@ -176,17 +169,39 @@ def board_state(records: Sequence[Mapping[str, Any]], *, run_id: str = "", now: 
     for item in graph["legend"]:
         item["label"] = LIVE_LABELS.get(item["outcome"], item["outcome"])
         item["colour"] = LIVE_COLOURS.get(item["outcome"], "#94a3b8")
-    finished = report.status != "unfinished"
+    return graph
+
+
+def _left(report: Report, finished: bool) -> list[dict[str, Any]]:
     if finished:
-        left = [dict(x) for x in report.left]
-    else:  # a run still going: only what already went wrong (the rest is simply not reached yet)
-        left = [{"step_id": s.step_id, "reason": s.error or s.status} for s in report.steps
-                if s.status in ("failed", "skipped")]
+        return [dict(x) for x in report.left]
+    # a run still going: only what already went wrong (the rest is simply not reached yet)
+    return [{"step_id": s.step_id, "reason": s.error or s.status} for s in report.steps
+            if s.status in ("failed", "skipped")]
+
+
+def _nis2_clocks(report: Report) -> list[dict[str, Any]]:
+    """The NIS2 clocks run from the incident's detection; a restore's own start is not that moment."""
+    if report.mode == "restore" and report.detected_source.startswith("run start"):
+        return []
+    return [{"key": n.key, "title": n.title, "due": _moment(n.due), "note": n.due_note}
+            for n in report.nis2 if n.key in ("early-warning", "incident-notification")]
+
+
+def board_state(records: Sequence[Mapping[str, Any]], *, run_id: str = "", now: datetime | None = None,
+                journal: str = "") -> dict[str, Any]:
+    """The whole page's data from one run's records (an empty list: waiting for the run)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    if not records:
+        return {"waiting": True, "run_id": run_id, "now": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "journal": journal, "records": 0}
+    report = build_report(records)
+    live = live_outcomes(report)
+    graph = _live_graph(report, live)
+    finished = report.status != "unfinished"
+    left = _left(report, finished)
     pending = sum(1 for s in report.steps if s.status in ("pending", "running"))
-    # The NIS2 clocks run from the incident's detection; a restore's own start is not that moment.
-    nis2 = [] if report.mode == "restore" and report.detected_source.startswith("run start") else [
-        {"key": n.key, "title": n.title, "due": _moment(n.due), "note": n.due_note}
-        for n in report.nis2 if n.key in ("early-warning", "incident-notification")]
+    nis2 = _nis2_clocks(report)
     by_state: dict[str, int] = {}
     for state, _why in live.values():
         by_state[LIVE_LABELS.get(state, state)] = by_state.get(LIVE_LABELS.get(state, state), 0) + 1

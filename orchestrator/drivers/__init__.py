@@ -1,15 +1,27 @@
 """Static driver registry: name -> "module:Class", imported lazily, loud on unknown names.
 
 ``ansible`` (ansible-runner and the playbooks), ``netmiko`` (network devices), ``ssh`` (paramiko
-probes and fast commands); power drivers by the host's ``power:`` value.
+probes and fast commands); power drivers by the host's ``power:`` value. Their interfaces are in
+``base``; ``devices`` (the device command templates) and ``ansible_inventory`` (the inventory as
+Ansible sees it, and the SSH options every client shares) are what the drivers build on.
+
+The ``open_*`` functions are the one seam through which a run opens its drivers, each typed with
+its interface from ``drivers/base.py`` (tests put fakes behind them). The table at the end has
+mypy check every driver class against its interface.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from orchestrator.drivers.base import DeviceDriver, HostStopper, PowerDriver, SshRunner
 from orchestrator.errors import UnknownDriverError
+from orchestrator.model import Inventory
+
+EventSink = Callable[[dict[str, Any]], None]
 
 DRIVERS: dict[str, str] = {
     "ansible": "orchestrator.drivers.ansible:AnsibleDriver",
@@ -46,3 +58,40 @@ def driver_class(name: str) -> Any:
 
 def power_driver_class(name: str) -> Any:
     return _load(POWER_DRIVERS, name, "power driver")
+
+
+def open_ssh(inventory: Inventory) -> SshRunner:
+    """The SSH driver for a run's hosts and probes."""
+    factory: Callable[[Inventory], SshRunner] = driver_class("ssh")
+    return factory(inventory)
+
+
+def open_devices(inventory: Inventory) -> DeviceDriver:
+    """The network-device driver."""
+    factory: Callable[[Inventory], DeviceDriver] = driver_class("netmiko")
+    return factory(inventory)
+
+
+def open_host_stopper(inventory: Inventory, work_dir: Path, forks: int, event_sink: EventSink | None) -> HostStopper:
+    """The driver that stops hosts from inside (Ansible), its events going to ``event_sink``."""
+    factory: Callable[[Inventory, Path, int, EventSink | None], HostStopper] = driver_class("ansible")
+    return factory(inventory, work_dir, forks, event_sink)
+
+
+def open_power(name: str) -> PowerDriver:
+    """The power driver a host's ``power:`` names (``lab``, ``vagrant``, ``ipmi``)."""
+    factory: Callable[[], PowerDriver] = power_driver_class(name)
+    return factory()
+
+
+if TYPE_CHECKING:  # mypy checks each driver against its interface (and its constructor against its opener)
+    from orchestrator.drivers import ansible, ipmi, netmiko, power, redfish, ssh, vsphere
+    from orchestrator.drivers.power_controllers import PowerController
+
+    _SSH: Callable[[Inventory], SshRunner] = ssh.SshDriver
+    _DEVICES: Callable[[Inventory], DeviceDriver] = netmiko.NetmikoDriver
+    _STOPPER: Callable[[Inventory, Path, int, EventSink | None], HostStopper] = ansible.AnsibleDriver
+    _POWER: Mapping[str, Callable[[], PowerDriver]] = {
+        "lab": power.LabPower, "vagrant": power.VagrantPower, "ipmi": power.IpmiPower}
+    _CONTROLLERS: tuple[Callable[[PowerController], PowerDriver], ...] = (
+        vsphere.VSpherePower, redfish.RedfishPower, ipmi.IpmiLanPower)

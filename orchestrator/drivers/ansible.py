@@ -41,10 +41,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator import masking
-from orchestrator.ansible_inventory import dumps, mark_unsafe, to_ansible_inventory
+from orchestrator.drivers.ansible_inventory import dumps, mark_unsafe, to_ansible_inventory
+from orchestrator.drivers.base import HostOutcome as HostOutcome  # the interface's values, re-exported
+from orchestrator.drivers.base import PlaybookRun as PlaybookRun
+from orchestrator.drivers.base import PowerOffCallback, PowerOffReport
 from orchestrator.drivers.ssh_masters import SshMasters, private_dir
 from orchestrator.errors import DriverError, SafetyInterlock, UsageError
 from orchestrator.model import Inventory
+from orchestrator.storage import atomic_write
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -53,7 +57,6 @@ CHECK_HEALTH_PLAYBOOK = "check-health.yml"
 # The stop-host task whose lost connection means "the machine is going down": let verification judge.
 POWER_OFF_TASK_PREFIX = "Power off"
 
-HOST_STATUSES = ("ok", "changed", "failed", "unreachable", "skipped")
 _MESSAGE_MAX = 400
 _MASK = masking.MASK  # the product's one mask string (orchestrator/masking.py)
 # Environment variables whose values stay readable in ansible-runner's ``command`` artifact.
@@ -65,36 +68,6 @@ _PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")  # a control directory Ansible q
 def default_playbooks_dir() -> Path:
     """``playbooks/`` next to the package (a source checkout or an editable install)."""
     return Path(__file__).resolve().parents[2] / "playbooks"
-
-
-@dataclass(frozen=True)
-class HostOutcome:
-    host: str
-    status: str  # "ok" | "changed" | "failed" | "unreachable" | "skipped"
-    message: str
-    results: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status in ("ok", "changed")
-
-
-@dataclass(frozen=True)
-class PlaybookRun:
-    playbook: str
-    rc: int
-    status: str  # ansible-runner's: "successful" | "failed" | "timeout" | "canceled"
-    hosts: Mapping[str, HostOutcome]
-    duration_s: float
-    artifact_dir: str
-
-    @property
-    def failed_hosts(self) -> tuple[str, ...]:
-        return tuple(h for h, o in self.hosts.items() if o.status in ("failed", "unreachable"))
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0 and not self.failed_hosts
 
 
 class RunnerResult(Protocol):
@@ -328,6 +301,46 @@ def _default_run(**kwargs: Any) -> RunnerResult:
     return result
 
 
+def _power_off_reporter(report: PowerOffCallback) -> Callable[[Mapping[str, Any]], None]:
+    """A task-result hook that passes on stop-host.yml's power-off results, one per host."""
+
+    def on_result(event: Mapping[str, Any]) -> None:
+        if str(event.get("task", "")).startswith(POWER_OFF_TASK_PREFIX):
+            report(PowerOffReport(host=str(event.get("host", "")), status=str(event.get("status", "")),
+                                  message=str(event.get("message", ""))))
+
+    return on_result
+
+
+class _RunnerEvents:
+    """ansible-runner's ``event_handler`` for one run: keeps every event (for the outcomes), sends
+    each mapped one to the sink (a sink that fails cancels the run: re-raised after it) and each
+    task result to ``on_result``."""
+
+    def __init__(self, playbook: str, ident: str, mask: Masker, emit: EventSink,
+                 on_result: Callable[[Mapping[str, Any]], None] | None) -> None:
+        self.playbook = playbook
+        self.ident = ident
+        self.mask = mask
+        self.emit = emit
+        self.on_result = on_result
+        self.events: list[Mapping[str, Any]] = []
+        self.sink_failure: list[BaseException] = []
+
+    def on_event(self, event: dict[str, Any]) -> bool:
+        self.events.append(event)
+        mapped = sink_event(event, self.playbook, self.ident, self.mask)
+        if mapped is not None and not self.sink_failure:
+            try:
+                self.emit(mapped)
+            except Exception as exc:  # noqa: BLE001 - the journal cannot record: stop the run, re-raise after
+                self.sink_failure.append(exc)
+        if mapped is not None and self.on_result is not None and mapped.get("status") != "started":
+            with contextlib.suppress(Exception):  # a caller's hook must never break the run
+                self.on_result(mapped)
+        return True
+
+
 class AnsibleDriver:
     """Runs the host playbooks for a wave of hosts in one ``ansible-playbook`` process."""
 
@@ -382,51 +395,16 @@ class AnsibleDriver:
             raise UsageError(f"timeout must be positive, not {timeout_s}", target=playbook, hint="pass seconds > 0")
         path = self._playbook_path(playbook)
         hosts = list(dict.fromkeys(hosts))
-        ansible_inventory = to_ansible_inventory(self.inventory, hosts)
-        for host, extra in (host_vars or {}).items():
-            if host not in ansible_inventory["all"]["hosts"]:
-                raise UsageError(
-                    f"host vars given for {host}, which is not in this run",
-                    target=playbook,
-                    hint="pass host_vars only for hosts in the run",
-                )
-            for key in extra:
-                if str(key).lower().startswith("ansible_"):
-                    raise UsageError(f"host var {key} for {host} would change how Ansible connects",
-                                     target=playbook, hint="pass only the playbook's own variables")
-            ansible_inventory["all"]["hosts"][host].update(extra)
+        ansible_inventory = self._inventory_with(playbook, hosts, host_vars or {})
         ident = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{path.stem}-{uuid.uuid4().hex[:8]}"
         artifact_root = self.work_dir / "artifacts"
         if not hosts:
             return PlaybookRun(path.name, 0, "successful", {}, 0.0, str(artifact_root / ident))
 
         inventory_file = self._write_inventory(ident, ansible_inventory)
-        self._emit(
-            {
-                "type": "ansible.playbook",
-                "phase": "start",
-                "playbook": path.name,
-                "run": ident,
-                "hosts": list(hosts),
-                "timeout_s": timeout_s,
-            }
-        )
-        events: list[Mapping[str, Any]] = []
-        sink_failure: list[BaseException] = []
-
-        def on_event(event: dict[str, Any]) -> bool:
-            events.append(event)
-            mapped = sink_event(event, path.name, ident, self._mask)
-            if mapped is not None and not sink_failure:
-                try:
-                    self._emit(mapped)
-                except Exception as exc:  # noqa: BLE001 - the journal cannot record: stop the run, re-raise after
-                    sink_failure.append(exc)
-            if mapped is not None and on_result is not None and mapped.get("status") != "started":
-                with contextlib.suppress(Exception):  # a caller's hook must never break the run
-                    on_result(mapped)
-            return True
-
+        self._emit({"type": "ansible.playbook", "phase": "start", "playbook": path.name, "run": ident,
+                    "hosts": list(hosts), "timeout_s": timeout_s})
+        collected = _RunnerEvents(path.name, ident, self._mask, self._emit, on_result)
         own_control_dir = control_dir is None
         if control_dir is None:
             control_dir = private_dir(self.control_path_dir() / ident[-8:])
@@ -447,45 +425,58 @@ class AnsibleDriver:
                 quiet=True,
                 suppress_env_files=True,
                 timeout=max(1, round(timeout_s)),
-                event_handler=on_event,
-                cancel_callback=lambda: bool(sink_failure),
+                event_handler=collected.on_event,
+                cancel_callback=lambda: bool(collected.sink_failure),
             )
         finally:
             self._scrub_command_artifact(artifact_root / ident)
             if own_control_dir:
                 shutil.rmtree(control_dir, ignore_errors=True)  # idle masters exit after ControlPersist
         duration = time.monotonic() - started
-        if sink_failure:
-            raise sink_failure[0]
+        if collected.sink_failure:
+            raise collected.sink_failure[0]
         rc = int(result.rc if result.rc is not None else 254)
         status = str(result.status)
-        if status == "failed" and not any(e.get("event") == "playbook_on_start" for e in events):
+        if status == "failed" and not any(e.get("event") == "playbook_on_start" for e in collected.events):
             raise DriverError(
                 f"ansible-playbook did not start (rc {rc}): {self._stdout_tail(artifact_root / ident)}",
                 target=path.name,
                 hint="check that ansible-core is installed next to the orchestrator (`make setup`) "
                 f"and that `ansible-playbook --syntax-check {path}` passes",
             )
-        outcomes = host_outcomes(hosts, events, runner_status=status, rc=rc, timeout_s=timeout_s, mask=self._mask)
+        outcomes = host_outcomes(hosts, collected.events, runner_status=status, rc=rc, timeout_s=timeout_s,
+                                 mask=self._mask)
         run = PlaybookRun(path.name, rc, status, outcomes, duration, str(artifact_root / ident))
-        self._emit(
-            {
-                "type": "ansible.playbook",
-                "phase": "end",
-                "playbook": path.name,
-                "run": ident,
-                "rc": rc,
-                "status": status,
-                "duration_s": round(duration, 3),
-                "hosts": {h: o.status for h, o in outcomes.items()},
-            }
-        )
+        self._emit({"type": "ansible.playbook", "phase": "end", "playbook": path.name, "run": ident, "rc": rc,
+                    "status": status, "duration_s": round(duration, 3),
+                    "hosts": {h: o.status for h, o in outcomes.items()}})
         return run
 
+    def _inventory_with(self, playbook: str, hosts: Sequence[str],
+                        host_vars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The Ansible inventory of ``hosts``, with the caller's host vars (never ``ansible_*``)."""
+        ansible_inventory = to_ansible_inventory(self.inventory, hosts)
+        for host, extra in host_vars.items():
+            if host not in ansible_inventory["all"]["hosts"]:
+                raise UsageError(
+                    f"host vars given for {host}, which is not in this run",
+                    target=playbook,
+                    hint="pass host_vars only for hosts in the run",
+                )
+            for key in extra:
+                if str(key).lower().startswith("ansible_"):
+                    raise UsageError(f"host var {key} for {host} would change how Ansible connects",
+                                     target=playbook, hint="pass only the playbook's own variables")
+            ansible_inventory["all"]["hosts"][host].update(extra)
+        return ansible_inventory
+
     def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120,
-                   on_result: Callable[[Mapping[str, Any]], None] | None = None) -> PlaybookRun:
+                   on_power_off: PowerOffCallback | None = None) -> PlaybookRun:
         """Stop each host's services, then power it off: one ``ansible-playbook`` for the whole wave.
 
+        ``on_power_off`` hears of each host's power-off task result the moment it arrives (the
+        playbook's task names are this driver's business, not its caller's), so the caller can
+        start verifying a host before the whole play has ended.
         A host whose connection drops during the power-off comes back "unreachable" with a
         message saying so; whether it is really off is for verification to judge.
         Refuses (SafetyInterlock) to touch a host that must keep running.
@@ -502,6 +493,7 @@ class AnsibleDriver:
         masters = self._masters
         if masters is not None:
             masters.give_up_on(hosts)
+        on_result = None if on_power_off is None else _power_off_reporter(on_power_off)
         return self.run_playbook(STOP_HOST_PLAYBOOK, hosts, timeout_s=timeout_s, on_result=on_result,
                                  control_dir=masters.control_dir if masters is not None else None)
 
@@ -679,4 +671,4 @@ class AnsibleDriver:
             data["env"] = {
                 k: (v if k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES) else _MASK) for k, v in env.items()
             }
-        path.write_text(self._mask(json.dumps(data)))
+        atomic_write(path, self._mask(json.dumps(data)))

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 
-from orchestrator.drivers.power import PowerState
+from orchestrator.drivers.base import PowerState
 from orchestrator.drivers.power_controllers import PowerController, scrub
 from orchestrator.errors import AuthFailedError, DriverError, DriverTimeoutError, UnreachableError
 

@@ -1,6 +1,6 @@
 """Network devices over SSH with netmiko: render a template, send it, read the result back.
 
-What is sent comes from ``orchestrator/templates/devices`` (see ``orchestrator.devices``); this
+What is sent comes from ``orchestrator/templates/devices`` (see ``orchestrator.drivers.devices``); this
 module only opens sessions, sends lines, detects rejected commands and maps netmiko's exceptions
 to the orchestrator's errors (``UnreachableError``, ``AuthFailedError``, ``DriverTimeoutError``,
 ``CommandRejectedError``), each naming the device and suggesting a fix.
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from orchestrator import devices
-from orchestrator.ansible_inventory import resolve_path
+from orchestrator.drivers import devices
+from orchestrator.drivers.ansible_inventory import resolve_path
+from orchestrator.drivers.base import CommandOutcome as CommandOutcome  # the interface's value, re-exported
 from orchestrator.errors import (
     AuthFailedError,
     DriverError,
@@ -39,7 +40,7 @@ from orchestrator.errors import (
     UnreachableError,
 )
 from orchestrator.masking import mask_text, secret_needles
-from orchestrator.model import Device, Inventory, Link, Segment
+from orchestrator.model import Action, Device, Inventory, Link, Segment
 
 # What a rejected configuration line looks like, per platform (netmiko raises on a match).
 ERROR_PATTERNS: dict[str, str] = {
@@ -59,16 +60,6 @@ _RC_MARK = "__orchestrator_rc="
 _RC_RE = re.compile(rf"^{_RC_MARK}(\d+)\s*$", re.MULTILINE)
 
 DEFAULT_SSH_PORT = 22
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    """What was sent to a device and what it answered (no secrets: devices echo commands only)."""
-
-    device: str
-    commands: tuple[str, ...]
-    output: str
-    parts: tuple[tuple[str, ...], ...] = ()  # apply_many: the lines of each change, in order
 
 
 class CommandRejectedError(DriverError):
@@ -294,7 +285,7 @@ class NetmikoDriver:
             else:
                 self._known_config[device] = config
 
-    def apply(self, device: str, action: str, target: str) -> CommandOutcome:
+    def apply(self, device: str, action: Action, target: str) -> CommandOutcome:
         """Send ``action`` (cut-link, restore-link, isolate-segment, reconnect-segment) for ``target``.
 
         Raises CommandRejectedError (with the device's answer) when a line is refused, and
@@ -303,7 +294,7 @@ class NetmikoDriver:
         outcome = self.apply_many(device, [(action, target)])
         return CommandOutcome(outcome.device, outcome.commands, outcome.output)
 
-    def apply_many(self, device: str, changes: Sequence[tuple[str, str]]) -> CommandOutcome:
+    def apply_many(self, device: str, changes: Sequence[tuple[Action, str]]) -> CommandOutcome:
         """Several ``(action, target)`` changes to one device in one turn of its session: every
         interface checked first, then all lines sent as one change (one shell batch on linux, one
         configuration session and one commit elsewhere). Nothing is sent when a check fails.
@@ -331,12 +322,12 @@ class NetmikoDriver:
             output = self._send(session, dev, params, commands)
         return CommandOutcome(dev.name, tuple(commands), output, tuple(parts))
 
-    def is_in_force(self, device: str, action: str, target: str) -> bool:
+    def is_in_force(self, device: str, action: Action, target: str) -> bool:
         """Does the running configuration show ``action`` on ``target`` in force right now?"""
         return self.in_force_map(device, [(action, target)])[(action, target)]
 
-    def in_force_map(self, device: str, checks: Sequence[tuple[str, str]], *,
-                     fresh: bool = True) -> dict[tuple[str, str], bool]:
+    def in_force_map(self, device: str, checks: Sequence[tuple[Action, str]], *,
+                     fresh: bool = True) -> dict[tuple[Action, str], bool]:
         """For each ``(action, target)``: is it in force? From ONE read of the running config
         (``fresh=False``: the last one read, see ``running_config``)."""
         resolved = [(action, target, self._target(device, action, target)) for action, target in checks]

@@ -9,20 +9,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
 
+from orchestrator.drivers.base import PowerDriver as PowerDriver  # the interface, re-exported
+from orchestrator.drivers.base import PowerState as PowerState
 from orchestrator.errors import DriverError, DriverTimeoutError, LabError
-
-PowerState = Literal["running", "stopped"]
-
-
-@runtime_checkable
-class PowerDriver(Protocol):
-    def state(self, name: str) -> PowerState: ...
-
-    def power_on(self, name: str) -> None: ...
-
-    def power_off(self, name: str, graceful: bool) -> None: ...
 
 
 class LabPower:

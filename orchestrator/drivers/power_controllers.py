@@ -17,9 +17,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 from orchestrator.errors import AuthFailedError, DriverError
+from orchestrator.masking import mask_text, secret_needles
 
 if TYPE_CHECKING:
     from orchestrator.drivers.ipmi import IpmiLanPower
@@ -132,12 +133,8 @@ class PowerController:
 
 
 def scrub(text: str, *secrets: str) -> str:
-    """``text`` with every secret (and its URL-encoded form) replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            for form in sorted({secret, quote(secret, safe=""), quote_plus(secret, safe="")}, key=len, reverse=True):
-                text = text.replace(form, "***")
-    return text
+    """``text`` with every secret (and its URL-encoded forms) masked by the product's one masker."""
+    return mask_text(text, secret_needles(secrets), cap=None, lines=False)
 
 
 def open_driver(controller: PowerController) -> VSpherePower | RedfishPower | IpmiLanPower:

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from orchestrator.drivers.power import PowerState
+from orchestrator.drivers.base import PowerState
 from orchestrator.drivers.power_controllers import GracefulRefusedError, PowerController, scrub
 from orchestrator.errors import AuthFailedError, DriverError, DriverTimeoutError, UnreachableError
 

@@ -31,7 +31,8 @@ from typing import NoReturn
 
 import paramiko
 
-from orchestrator.ansible_inventory import resolve_path
+from orchestrator.drivers.ansible_inventory import resolve_path
+from orchestrator.drivers.base import CommandResult as CommandResult  # the interface's value, re-exported
 from orchestrator.errors import AuthFailedError, DriverTimeoutError, UnreachableError
 from orchestrator.model import Credential, Inventory
 
@@ -56,20 +57,6 @@ class PasswordRefusedError(AuthFailedError):
     """A password would have been sent to a host presumed compromised: refused, nothing was sent."""
 
     code = "password-refused"
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    host: str
-    command: str
-    exit_status: int
-    stdout: str
-    stderr: str
-    duration_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_status == 0
 
 
 @dataclass(frozen=True)

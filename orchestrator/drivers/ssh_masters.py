@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ansible_inventory import openssh_quoted, ssh_options, ssh_path, ssh_username
+from orchestrator.drivers.ansible_inventory import openssh_quoted, ssh_options, ssh_path, ssh_username
 from orchestrator.errors import DriverError
 from orchestrator.model import Inventory
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from orchestrator.drivers.power import PowerState
+from orchestrator.drivers.base import PowerState
 from orchestrator.drivers.power_controllers import (
     GracefulRefusedError,
     NotSupportedError,
@@ -122,7 +122,7 @@ class VSpherePower:
             return fn(self._service())
 
     def close(self) -> None:
-        """Log out (the session ends on the endpoint too)."""
+        """Log out (the session ends on the endpoint too) and close the pooled connections."""
         with self._lock:
             si, self._si = self._si, None
         if si is not None:

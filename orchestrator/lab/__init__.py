@@ -121,19 +121,24 @@ def _require_host() -> None:
         )
 
 
+def _state() -> statefile.LabStateFile:
+    """The lab's state file and lock (the code the VM lab shares)."""
+    return statefile.LabStateFile(LAB_ROOT, STATE_FILE, label="lab", target="lab", down="orchestrator lab down",
+                                  up_hint="run `orchestrator lab up` first")
+
+
 @contextmanager
 def _lock() -> Iterator[None]:
-    with statefile.locked(LAB_ROOT / "lock"):
+    with _state().locked():
         yield
 
 
 def _read_state() -> dict[str, Any] | None:
-    return statefile.read_state(LAB_ROOT / STATE_FILE, target="lab",
-                                hint="run `orchestrator lab down` to remove the lab and its state")
+    return _state().read()
 
 
 def _write_state(state: dict[str, Any]) -> None:
-    statefile.write_state(LAB_ROOT / STATE_FILE, state)
+    _state().write(state)
 
 
 def _ssh_login() -> SshLogin:
@@ -159,12 +164,7 @@ def _status(topo: Topology, timings: dict[str, float] | None = None) -> LabStatu
 
 
 def _refuse_other(state: dict[str, Any] | None, topo: Topology, inventory: Inventory) -> None:
-    if state is not None and state.get("lab_id") != topo.lab_id:
-        raise LabError(
-            f"a different lab is up (from {state.get('inventory', '?')})",
-            target=inventory.path,
-            hint="run `orchestrator lab down` first; one lab at a time",
-        )
+    _state().refuse_other(state, topo.lab_id, inventory)
 
 
 MACHINE_UMASK = 0o022
@@ -317,7 +317,5 @@ def _remove_locked(inventory: Inventory | None) -> list[str]:
 
 def running_machines() -> tuple[Path, list[str]]:
     """The running lab's image and machine names, from its state file (for the power driver)."""
-    state = _read_state()
-    if state is None:
-        raise LabError("no lab is up", target="lab", hint="run `orchestrator lab up` first")
+    state = _state().require()
     return Path(state["image"]), list(state.get("machines", []))

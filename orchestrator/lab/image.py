@@ -37,9 +37,9 @@ PACKAGES: tuple[str, ...] = (
     "frr",
 )
 
-# The user a network device's operators log in as on an FRR router: its login shell is vtysh.
+# The user a network device's operators log in as on an FRR router: its login shell is vtysh
+# (/usr/local/bin/vtysh-shell, made by CONFIGURE_SCRIPT).
 DEVICE_USER = "netops"
-VTYSH_SHELL = "/usr/local/bin/vtysh-shell"
 
 # Runs inside the new rootfs (chroot). Everything machine-specific (hostname, machine-id, host keys,
 # addresses, authorized keys) is written later into each machine's own overlay.

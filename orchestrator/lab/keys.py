@@ -6,12 +6,12 @@ down/up of the same lab. Key contents are never returned, logged or put in error
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from orchestrator import storage
 from orchestrator.lab.topology import Topology
 
 CLIENT_KEY = "id_ed25519"
@@ -26,12 +26,8 @@ def _write_private(path: Path, key: Ed25519PrivateKey, comment: str) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private)
-    tmp.replace(path)
-    path.with_name(path.name + ".pub").write_bytes(public + f" {comment}\n".encode())
+    storage.atomic_write(path, private)  # 0600
+    storage.atomic_write(path.with_name(path.name + ".pub"), public + f" {comment}\n".encode())
 
 
 def ensure_key(path: Path, comment: str) -> Path:
@@ -71,6 +67,4 @@ def ensure_keys(lab_root: Path, topo: Topology) -> None:
     for m in topo.machines:
         key = ensure_key(host_key_path(lab_root, m.name), f"root@{m.name}")
         lines.append(f"{m.management_address} {public_key(key)}\n")
-    tmp = known_hosts_path(lab_root).with_suffix(".tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(known_hosts_path(lab_root))
+    storage.atomic_write(known_hosts_path(lab_root), "".join(lines))

@@ -12,7 +12,6 @@ is ``cgroup.kill`` of the machine's cgroup; "running" means the cgroup holds a p
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -22,9 +21,9 @@ import uuid
 from pathlib import Path
 
 from orchestrator.errors import LabError
-from orchestrator.lab import keys
+from orchestrator.lab import keys, statefile
 from orchestrator.lab.image import DEVICE_USER
-from orchestrator.lab.topology import MGMT_IF, Machine, Topology
+from orchestrator.lab.topology import MGMT_IF, Machine
 
 CGROUP_NAME = "orchestrator-lab"
 CGROUP_FS = Path("/sys/fs/cgroup")
@@ -404,8 +403,7 @@ def relaunch(lab_root: Path, image: Path, name: str, timeout: float = 10.0) -> N
     script = d / "launch.sh"
     if not script.exists():
         raise LabError("the machine has no launcher", target=name, hint="run `orchestrator lab up` first")
-    with (d / "power.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with statefile.locked(d / "power.lock"):
         if is_running(name):
             return
         remove_veths(lab_root, name)
@@ -482,12 +480,3 @@ def known_machines(lab_root: Path) -> list[str]:
         if top.is_dir():
             names.update(p.name for p in top.iterdir() if p.is_dir())
     return sorted(names)
-
-
-def topology_machine(topo: Topology, name: str) -> Machine:
-    try:
-        return topo.machine(name)
-    except KeyError:
-        raise LabError(
-            "no such lab machine", target=name, hint="see `orchestrator lab status` for the machines of this lab"
-        ) from None

@@ -1,32 +1,43 @@
 """From an inventory to the lab's wiring: machines, their interfaces, addresses and routes, bridges.
 
-Pure: no I/O. Both the nspawn lab and ``vagrant/Vagrantfile`` build from this one description (the
-Vagrantfile reads :func:`topology_json`), so the two cannot drift apart.
+Pure: no I/O. Every lab builds from this one description, so they cannot drift apart: the nspawn lab
+(``orchestrator.lab``), the VM lab (``orchestrator.lab.vm``) and ``vagrant/Vagrantfile``, which reads
+:func:`orchestrator.lab.vagrant.vagrant_json` (this topology plus what each VM needs).
 
 Wiring rules:
 - one bridge per non-management segment, one per link (firewall <-> peer), one backbone bridge joining
-  every device, one management bridge; the root namespace sits on the management bridge only.
+  every device, one management bridge; the lab machine itself sits on the management bridge only, at
+  ``lab.management_gateway``.
 - hosts: ``mgmt0`` at ``management_address`` and ``eth0`` at ``address``, default route via the
-  segment's ``gateway_address``; no forwarding.
-- devices: ``mgmt0`` at ``address``, ``backbone`` on the backbone, a leg per segment they gateway
-  (named ``segment.interface``) and per link they carry (``link.interface``); static routes to what
-  other devices gateway; a default route towards the device carrying the internet link; forwarding on,
-  never from or to ``mgmt0``.
-- peers (the far end of a link): ``mgmt0`` and ``eth0`` at the link's ``peer_address``; routes for the
-  hospital's ranges via the firewall; no forwarding and no default route: nothing leaves the lab.
+  segment's ``gateway_address`` (the first address of its subnet if not given; none when the segment
+  has no gateway); a host on the management segment has ``mgmt0`` only. No forwarding.
+- devices: ``mgmt0`` at ``address``, ``backbone`` on the backbone (addresses handed out in inventory
+  order), a leg per segment they gateway (named ``segment.interface``, else ``vlanVLAN`` or ``segK``)
+  and per link they carry (``link.interface``, else ``linkK``); routes over the backbone to what other
+  devices gateway or carry, and a default route towards the device carrying the internet link (that
+  device's own default route goes to the link's peer); forwarding on (the lab's guard table, in
+  ``machines.py``, never forwards from or to ``mgmt0``).
+- peers (the far end of a link): ``mgmt0`` at ``lab.peers.LINK.management_address`` and ``eth0`` at the
+  link's ``peer_address``; routes for the hospital's ranges (its segments and the backbone) via the
+  firewall; no forwarding and no default route: nothing leaves the lab.
+
+An inventory that cannot be wired (a link without ``peer_address``, a host without a management
+address, a name or an address used twice, a service the image lacks without a stub port, anything in
+TEST-NET-1) is refused with every reason at once; a backbone too small for the devices stops it early.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from orchestrator.errors import LabError
-from orchestrator.model import Inventory, IPv4Address, IPv4Network, LinkKind
+from orchestrator.model import Device, Host, Inventory, IPv4Address, IPv4Network, LabSettings, Link, LinkKind, Segment
 
 Kind = Literal["host", "device", "peer"]
 
@@ -166,12 +177,13 @@ def topology_json(inventory: Inventory) -> str:
 
 
 def link_transit(peer: IPv4Network, peer_address: IPv4Address) -> tuple[IPv4Network, IPv4Address]:
-    """The network joining a link's device and its peer, and the device's address on it."""
-    if peer.prefixlen >= 16 and peer_address in peer:
+    """The network joining a link's device and its peer, and the device's address on it: the peer network
+    itself when it is small (a /16 or longer) and holds both, else the /24 around the peer's address."""
+    if 16 <= peer.prefixlen <= 31 and peer_address in peer:  # a /32 has no room for the device
         transit = peer
     else:
         transit = ipaddress.IPv4Network(f"{peer_address}/24", strict=False)
-    hosts = transit.hosts()
+    hosts = iter(transit.hosts())
     mine = next(hosts)
     if mine == peer_address:
         mine = next(hosts)
@@ -191,9 +203,99 @@ def _bridge_names(kinds_names: list[tuple[str, str]]) -> dict[tuple[str, str], s
     return names
 
 
+@dataclass
+class _Wiring:
+    """What every machine is wired from, worked out once, and the problems found so far."""
+
+    inventory: Inventory
+    lab: LabSettings
+    management: Segment
+    data_segments: list[Segment]  # every segment but the management one
+    bridge_names: dict[tuple[str, str], str]  # (kind, name) -> bridge
+    transits: dict[str, tuple[IPv4Network, IPv4Address]]  # link -> its transit network, the device's address
+    backbone_addr: dict[str, IPv4Address]  # device -> its backbone address
+    internet_device: str | None  # the device carrying the internet link
+    problems: list[str]
+
+    @property
+    def mgmt_net(self) -> IPv4Network:
+        return self.management.subnet
+
+    def gateway_address(self, seg: Segment) -> IPv4Address | None:
+        """The segment's gateway address (the first in its subnet unless given), None without a gateway."""
+        if seg.gateway is None:
+            return None
+        if seg.gateway_address is not None:
+            return seg.gateway_address
+        return next(iter(seg.subnet.hosts()))  # a /32's hosts() is a list
+
+    def mgmt_iface(self, index: int, address: IPv4Address, owner: str) -> Interface:
+        if address not in self.mgmt_net:
+            self.problems.append(
+                f"{owner}: management address {address} is outside the management subnet {self.mgmt_net}"
+            )
+        return Interface(
+            MGMT_IF,
+            self.bridge_names[("special", "mgmt")],
+            "management",
+            ipaddress.IPv4Interface(f"{address}/{self.mgmt_net.prefixlen}"),
+            host_name=_veth(index, 0),
+            management=True,
+        )
+
+
+def _veth(index: int, k: int) -> str:
+    return f"{VETH_PREFIX}{index}-{k}"
+
+
 def topology(inventory: Inventory) -> Topology:
     """Describe the lab for ``inventory``. Raises LabError naming every reason it cannot be a lab."""
-    problems: list[str] = []
+    wiring = _wiring(inventory)
+    lab, mgmt_net = wiring.lab, wiring.mgmt_net
+    bridges = _bridges(wiring)
+    machines: list[Machine] = []
+    for dev in inventory.devices.values():
+        machines.append(_device(wiring, dev, len(machines)))
+    for link in inventory.links.values():
+        peer = _peer(wiring, link, len(machines))
+        if peer is not None:
+            machines.append(peer)
+    for name in lab.peers:
+        if name not in inventory.links:
+            wiring.problems.append(f"lab.peers.{name}: no link of that name")
+    for host in inventory.hosts.values():
+        machines.append(_host(wiring, host, len(machines)))
+    _check_machines(machines, lab.management_gateway, wiring.problems)
+    data_ranges = sorted(
+        {b.subnet for b in bridges if not b.management}
+        | {lk.peer for lk in inventory.links.values() if lk.peer != DEFAULT_ROUTE},
+        key=lambda n: (int(n.network_address), n.prefixlen),
+    )
+    for net in [*data_ranges, mgmt_net]:
+        if net.overlaps(FORBIDDEN):
+            wiring.problems.append(f"{net} overlaps {FORBIDDEN}, which the lab must never use")
+    if wiring.problems:
+        _refuse(inventory, wiring.problems)
+    return Topology(
+        site=inventory.site.name,
+        management_gateway=ipaddress.IPv4Interface(f"{lab.management_gateway}/{mgmt_net.prefixlen}"),
+        bridges=tuple(bridges),
+        machines=tuple(machines),
+        data_ranges=tuple(data_ranges),
+    )
+
+
+def _refuse(inventory: Inventory, problems: list[str]) -> NoReturn:
+    raise LabError(
+        "the inventory cannot be built as a lab:\n" + "\n".join(f"  {p}" for p in problems),
+        target=inventory.path,
+        hint="fix the inventory (see inventories/lab.yml for a complete example)",
+    )
+
+
+def _wiring(inventory: Inventory) -> _Wiring:
+    """The facts every machine is wired from; LabError at once when there is no lab to describe
+    (no lab block, no management segment, a backbone too small for the devices)."""
     lab = inventory.lab
     if lab is None:
         raise LabError(
@@ -206,229 +308,223 @@ def topology(inventory: Inventory) -> Topology:
         raise LabError(
             "the management segment is not defined", target=inventory.path, hint="define segments.<management.segment>"
         )
-    mgmt_net = mgmt_segment.subnet
-    if lab.management_gateway not in mgmt_net:
-        problems.append(f"lab.management_gateway {lab.management_gateway} is outside {mgmt_net}")
-
+    problems: list[str] = []
+    if lab.management_gateway not in mgmt_segment.subnet:
+        problems.append(f"lab.management_gateway {lab.management_gateway} is outside {mgmt_segment.subnet}")
     data_segments = [s for s in inventory.segments.values() if s.name != mgmt_segment.name]
     specials = [("special", "mgmt"), ("special", "bb")]
     bridge_names = _bridge_names(
         specials + [("segment", s.name) for s in data_segments] + [("link", n) for n in inventory.links]
     )
-    bridges: list[Bridge] = [
-        Bridge(bridge_names[("special", "mgmt")], "management", mgmt_net, management=True),
-        Bridge(bridge_names[("special", "bb")], "backbone", lab.backbone),
-    ]
-    for s in data_segments:
-        bridges.append(Bridge(bridge_names[("segment", s.name)], s.name, s.subnet))
     transits: dict[str, tuple[IPv4Network, IPv4Address]] = {}
     for link in inventory.links.values():
         if link.peer_address is None:
             problems.append(f"links.{link.name}: a lab link needs peer_address")
             continue
         transits[link.name] = link_transit(link.peer, link.peer_address)
-        bridges.append(Bridge(bridge_names[("link", link.name)], link.name, transits[link.name][0]))
-
     # Backbone addresses: one per device, in inventory order.
-    backbone_hosts = lab.backbone.hosts()
-    backbone_addr: dict[str, IPv4Address] = {d: next(backbone_hosts) for d in inventory.devices}
-
-    def gateway_address(seg_name: str) -> IPv4Address | None:
-        seg = inventory.segments[seg_name]
-        if seg.gateway is None:
-            return None
-        if seg.gateway_address is not None:
-            return seg.gateway_address
-        return next(seg.subnet.hosts())
-
+    backbone_hosts = list(itertools.islice(lab.backbone.hosts(), len(inventory.devices)))
+    if len(backbone_hosts) < len(inventory.devices):
+        problems.append(f"lab.backbone {lab.backbone} has room for {len(backbone_hosts)} devices, the inventory "
+                        f"has {len(inventory.devices)}: give it a larger range")
+        _refuse(inventory, problems)  # no device could be wired
+    backbone_addr = dict(zip(inventory.devices, backbone_hosts, strict=True))
     internet_device = next(
         (lk.device for lk in inventory.links.values() if lk.peer == DEFAULT_ROUTE or lk.kind == LinkKind.INTERNET),
         None,
     )
-    machines: list[Machine] = []
-    index = 0
+    return _Wiring(inventory, lab, mgmt_segment, data_segments, bridge_names, transits, backbone_addr,
+                   internet_device, problems)
 
-    def veth(i: int, k: int) -> str:
-        return f"{VETH_PREFIX}{i}-{k}"
 
-    def mgmt_iface(i: int, address: IPv4Address, owner: str) -> Interface:
-        if address not in mgmt_net:
-            problems.append(f"{owner}: management address {address} is outside the management subnet {mgmt_net}")
-        return Interface(
-            MGMT_IF,
-            bridges[0].name,
-            "management",
-            ipaddress.IPv4Interface(f"{address}/{mgmt_net.prefixlen}"),
-            host_name=veth(i, 0),
-            management=True,
+def _bridges(w: _Wiring) -> list[Bridge]:
+    """Management, backbone, one per data segment, one per link with a transit network (in that order)."""
+    bridges = [
+        Bridge(w.bridge_names[("special", "mgmt")], "management", w.mgmt_net, management=True),
+        Bridge(w.bridge_names[("special", "bb")], "backbone", w.lab.backbone),
+    ]
+    for s in w.data_segments:
+        bridges.append(Bridge(w.bridge_names[("segment", s.name)], s.name, s.subnet))
+    for name in w.inventory.links:
+        if name in w.transits:
+            bridges.append(Bridge(w.bridge_names[("link", name)], name, w.transits[name][0]))
+    return bridges
+
+
+def _device(w: _Wiring, dev: Device, index: int) -> Machine:
+    """A router or firewall: management, backbone, a leg per segment it gateways and per link it carries."""
+    ifaces = [w.mgmt_iface(index, dev.address, f"devices.{dev.name}")]
+    routes_bb, has_default = _backbone_routes(w, dev.name)
+    ifaces.append(
+        Interface(
+            BACKBONE_IF,
+            w.bridge_names[("special", "bb")],
+            "backbone",
+            ipaddress.IPv4Interface(f"{w.backbone_addr[dev.name]}/{w.lab.backbone.prefixlen}"),
+            tuple(routes_bb),
+            host_name=_veth(index, 1),
         )
+    )
+    k = 2
+    for seg in w.data_segments:
+        if seg.gateway == dev.name:
+            ifaces.append(_segment_leg(w, seg, index, k))
+            k += 1
+    for link in w.inventory.links.values():
+        if link.device != dev.name or link.name not in w.transits or link.peer_address is None:
+            continue
+        leg, has_default = _link_leg(w, link, link.peer_address, index, k, has_default)
+        ifaces.append(leg)
+        k += 1
+    cred = w.inventory.credentials.get(dev.credentials)
+    user = cred.username if cred and cred.username != "root" else None
+    frr = dev.platform != "linux"
+    return Machine(
+        dev.name, "device", index, dev.platform, dev.address, tuple(ifaces), forwarding=True, frr=frr,
+        device_user=user,
+    )
 
-    # Devices
-    for dev in inventory.devices.values():
-        ifaces = [mgmt_iface(index, dev.address, f"devices.{dev.name}")]
-        routes_bb: list[Route] = []
-        has_default = False
-        # routes to what other devices gateway or carry
-        for seg in data_segments:
-            if seg.gateway and seg.gateway != dev.name and seg.gateway in backbone_addr:
-                routes_bb.append(Route(seg.subnet, backbone_addr[seg.gateway]))
-        for link in inventory.links.values():
-            if link.device == dev.name or link.device not in backbone_addr or link.name not in transits:
-                continue
-            if link.peer == DEFAULT_ROUTE:
-                continue
-            routes_bb.append(Route(link.peer, backbone_addr[link.device]))
-            if transits[link.name][0] != link.peer:
-                routes_bb.append(Route(transits[link.name][0], backbone_addr[link.device]))
-        if internet_device and internet_device != dev.name and internet_device in backbone_addr:
-            routes_bb.append(Route(DEFAULT_ROUTE, backbone_addr[internet_device]))
+
+def _backbone_routes(w: _Wiring, device: str) -> tuple[list[Route], bool]:
+    """Routes over the backbone to what the other devices gateway or carry (the default route towards
+    the device carrying the internet link), and whether a default route is among them."""
+    routes: list[Route] = []
+    for seg in w.data_segments:
+        if seg.gateway and seg.gateway != device and seg.gateway in w.backbone_addr:
+            routes.append(Route(seg.subnet, w.backbone_addr[seg.gateway]))
+    for link in w.inventory.links.values():
+        if link.device == device or link.device not in w.backbone_addr or link.name not in w.transits:
+            continue
+        if link.peer == DEFAULT_ROUTE:
+            continue
+        routes.append(Route(link.peer, w.backbone_addr[link.device]))
+        if w.transits[link.name][0] != link.peer:
+            routes.append(Route(w.transits[link.name][0], w.backbone_addr[link.device]))
+    internet = w.internet_device
+    if internet and internet != device and internet in w.backbone_addr:
+        routes.append(Route(DEFAULT_ROUTE, w.backbone_addr[internet]))
+        return routes, True
+    return routes, False
+
+
+def _segment_leg(w: _Wiring, seg: Segment, index: int, k: int) -> Interface:
+    """A device's leg on a segment it gateways, at the segment's gateway address."""
+    gw = w.gateway_address(seg)
+    assert gw is not None
+    if gw not in seg.subnet:
+        w.problems.append(f"segments.{seg.name}: gateway_address {gw} is outside {seg.subnet}")
+    name = seg.interface or (f"vlan{seg.vlan}" if seg.vlan is not None else f"seg{k}")
+    return Interface(
+        name,
+        w.bridge_names[("segment", seg.name)],
+        seg.name,
+        ipaddress.IPv4Interface(f"{gw}/{seg.subnet.prefixlen}"),
+        host_name=_veth(index, k),
+    )
+
+
+def _link_leg(
+    w: _Wiring, link: Link, peer_address: IPv4Address, index: int, k: int, has_default: bool
+) -> tuple[Interface, bool]:
+    """A device's leg on a link it carries, routing the link's peer network (or the default route,
+    unless the device has one already) to the peer; and whether the device now has a default route."""
+    transit, mine = w.transits[link.name]
+    routes: list[Route] = []
+    if link.peer == DEFAULT_ROUTE:
+        if not has_default:
+            routes.append(Route(DEFAULT_ROUTE, peer_address))
             has_default = True
-        ifaces.append(
-            Interface(
-                BACKBONE_IF,
-                bridges[1].name,
-                "backbone",
-                ipaddress.IPv4Interface(f"{backbone_addr[dev.name]}/{lab.backbone.prefixlen}"),
-                tuple(routes_bb),
-                host_name=veth(index, 1),
-            )
-        )
-        k = 2
-        for seg in data_segments:
-            if seg.gateway != dev.name:
-                continue
-            gw = gateway_address(seg.name)
-            assert gw is not None
-            if gw not in seg.subnet:
-                problems.append(f"segments.{seg.name}: gateway_address {gw} is outside {seg.subnet}")
-            name = seg.interface or (f"vlan{seg.vlan}" if seg.vlan is not None else f"seg{k}")
-            ifaces.append(
-                Interface(
-                    name,
-                    bridge_names[("segment", seg.name)],
-                    seg.name,
-                    ipaddress.IPv4Interface(f"{gw}/{seg.subnet.prefixlen}"),
-                    host_name=veth(index, k),
-                )
-            )
-            k += 1
-        for link in inventory.links.values():
-            if link.device != dev.name or link.name not in transits or link.peer_address is None:
-                continue
-            transit, mine = transits[link.name]
-            routes: list[Route] = []
-            if link.peer == DEFAULT_ROUTE:
-                if not has_default:
-                    routes.append(Route(DEFAULT_ROUTE, link.peer_address))
-                    has_default = True
-            elif link.peer != transit:
-                routes.append(Route(link.peer, link.peer_address))
-            name = link.interface or f"link{k}"
-            ifaces.append(
-                Interface(
-                    name,
-                    bridge_names[("link", link.name)],
-                    link.name,
-                    ipaddress.IPv4Interface(f"{mine}/{transit.prefixlen}"),
-                    tuple(routes),
-                    host_name=veth(index, k),
-                )
-            )
-            k += 1
-        cred = inventory.credentials.get(dev.credentials)
-        user = cred.username if cred and cred.username != "root" else None
-        frr = dev.platform != "linux"
-        machines.append(
-            Machine(
-                dev.name,
-                "device",
-                index,
-                dev.platform,
-                dev.address,
-                tuple(ifaces),
-                forwarding=True,
-                frr=frr,
-                device_user=user,
-            )
-        )
-        index += 1
+    elif link.peer != transit:
+        routes.append(Route(link.peer, peer_address))
+    leg = Interface(
+        link.interface or f"link{k}",
+        w.bridge_names[("link", link.name)],
+        link.name,
+        ipaddress.IPv4Interface(f"{mine}/{transit.prefixlen}"),
+        tuple(routes),
+        host_name=_veth(index, k),
+    )
+    return leg, has_default
 
-    # Peers: the far end of each link
-    hospital = [s.subnet for s in data_segments] + [lab.backbone]
-    for link in inventory.links.values():
-        peer = lab.peers.get(link.name)
-        if peer is None:
-            problems.append(f"lab.peers.{link.name}: every link needs a peer machine (management_address)")
-            continue
-        if link.name not in transits or link.peer_address is None:
-            continue
-        transit, fw_addr = transits[link.name]
-        peer_routes = tuple(Route(net, fw_addr) for net in hospital)
+
+def _peer(w: _Wiring, link: Link, index: int) -> Machine | None:
+    """The machine at the far end of ``link``, routing the hospital's ranges back through the firewall."""
+    peer = w.lab.peers.get(link.name)
+    if peer is None:
+        w.problems.append(f"lab.peers.{link.name}: every link needs a peer machine (management_address)")
+        return None
+    if link.name not in w.transits or link.peer_address is None:
+        return None
+    transit, fw_addr = w.transits[link.name]
+    hospital = [s.subnet for s in w.data_segments] + [w.lab.backbone]
+    peer_routes = tuple(Route(net, fw_addr) for net in hospital)
+    ifaces = [
+        w.mgmt_iface(index, peer.management_address, f"lab.peers.{link.name}"),
+        Interface(
+            DATA_IF,
+            w.bridge_names[("link", link.name)],
+            link.name,
+            ipaddress.IPv4Interface(f"{link.peer_address}/{transit.prefixlen}"),
+            peer_routes,
+            host_name=_veth(index, 1),
+        ),
+    ]
+    return Machine(link.name, "peer", index, "linux", peer.management_address, tuple(ifaces))
+
+
+def _host(w: _Wiring, host: Host, index: int) -> Machine:
+    """A server: on the management network, and (off the management segment) on its own segment."""
+    seg = w.inventory.segments[host.segment]
+    if host.segment == w.management.name:
+        ifaces = [w.mgmt_iface(index, host.address, f"hosts.{host.name}")]
+    else:
+        if host.management_address == host.address:
+            w.problems.append(
+                f"hosts.{host.name}: a lab host needs a management_address in {w.mgmt_net} (the lab reaches "
+                "hosts only over the management network)"
+            )
+        if host.address not in seg.subnet:
+            w.problems.append(f"hosts.{host.name}: address {host.address} is outside {seg.subnet}")
+        gw = w.gateway_address(seg)
+        host_routes = (Route(DEFAULT_ROUTE, gw),) if gw is not None else ()
         ifaces = [
-            mgmt_iface(index, peer.management_address, f"lab.peers.{link.name}"),
+            w.mgmt_iface(index, host.management_address, f"hosts.{host.name}"),
             Interface(
                 DATA_IF,
-                bridge_names[("link", link.name)],
-                link.name,
-                ipaddress.IPv4Interface(f"{link.peer_address}/{transit.prefixlen}"),
-                peer_routes,
-                host_name=veth(index, 1),
+                w.bridge_names[("segment", seg.name)],
+                seg.name,
+                ipaddress.IPv4Interface(f"{host.address}/{seg.subnet.prefixlen}"),
+                host_routes,
+                host_name=_veth(index, 1),
             ),
         ]
-        machines.append(Machine(link.name, "peer", index, "linux", peer.management_address, tuple(ifaces)))
-        index += 1
-    for name in lab.peers:
-        if name not in inventory.links:
-            problems.append(f"lab.peers.{name}: no link of that name")
+    stubs = _stub_services(host, w.problems)
+    return Machine(host.name, "host", index, "linux", host.management_address, tuple(ifaces), stub_services=stubs)
 
-    # Hosts
-    for host in inventory.hosts.values():
-        seg = inventory.segments[host.segment]
-        if host.segment == mgmt_segment.name:
-            ifaces = [mgmt_iface(index, host.address, f"hosts.{host.name}")]
-        else:
-            if host.management_address == host.address:
-                problems.append(
-                    f"hosts.{host.name}: a lab host needs a management_address in {mgmt_net} (the lab reaches "
-                    "hosts only over the management network)"
-                )
-            if host.address not in seg.subnet:
-                problems.append(f"hosts.{host.name}: address {host.address} is outside {seg.subnet}")
-            gw = gateway_address(seg.name)
-            host_routes = (Route(DEFAULT_ROUTE, gw),) if gw is not None else ()
-            ifaces = [
-                mgmt_iface(index, host.management_address, f"hosts.{host.name}"),
-                Interface(
-                    DATA_IF,
-                    bridge_names[("segment", seg.name)],
-                    seg.name,
-                    ipaddress.IPv4Interface(f"{host.address}/{seg.subnet.prefixlen}"),
-                    host_routes,
-                    host_name=veth(index, 1),
-                ),
-            ]
-        ports_var = host.vars.get(STUB_PORTS_VAR, {}) if isinstance(host.vars, Mapping) else {}
-        stubs: dict[str, int] = {}
-        for svc in host.services:
-            unit = svc.removesuffix(".service")
-            if unit in IMAGE_SERVICES:
-                continue
-            port = ports_var.get(unit) if isinstance(ports_var, Mapping) else None
-            if not isinstance(port, int) or not 1 <= port <= 65535:
-                problems.append(
-                    f"hosts.{host.name}: service {unit!r} is not in the lab image; give it a port in "
-                    f"vars.{STUB_PORTS_VAR}.{unit} so the lab can run a stub of it"
-                )
-                continue
-            stubs[unit] = port
-        machines.append(
-            Machine(host.name, "host", index, "linux", host.management_address, tuple(ifaces), stub_services=stubs)
-        )
-        index += 1
 
-    # Cross-checks
+def _stub_services(host: Host, problems: list[str]) -> dict[str, int]:
+    """The host's services the lab image lacks, each with the port its stub answers on."""
+    ports_var = host.vars.get(STUB_PORTS_VAR, {}) if isinstance(host.vars, Mapping) else {}
+    stubs: dict[str, int] = {}
+    for svc in host.services:
+        unit = svc.removesuffix(".service")
+        if unit in IMAGE_SERVICES:
+            continue
+        port = ports_var.get(unit) if isinstance(ports_var, Mapping) else None
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            problems.append(
+                f"hosts.{host.name}: service {unit!r} is not in the lab image; give it a port in "
+                f"vars.{STUB_PORTS_VAR}.{unit} so the lab can run a stub of it"
+            )
+            continue
+        stubs[unit] = port
+    return stubs
+
+
+def _check_machines(machines: list[Machine], management_gateway: IPv4Address, problems: list[str]) -> None:
+    """Names and addresses the lab can use: each once, short enough, never in FORBIDDEN."""
     seen_names: set[str] = set()
-    seen_addrs: dict[IPv4Address, str] = {lab.management_gateway: "lab.management_gateway"}
+    seen_addrs: dict[IPv4Address, str] = {management_gateway: "lab.management_gateway"}
     for m in machines:
         if m.name in seen_names:
             problems.append(f"machine name {m.name!r} is used twice (a host, device or link)")
@@ -443,24 +539,3 @@ def topology(inventory: Inventory) -> Topology:
             seen_addrs[i.address.ip] = m.name
             if i.address.ip in FORBIDDEN:
                 problems.append(f"{m.name}: {i.address.ip} is in {FORBIDDEN}, which the lab must never use")
-    data_ranges = sorted(
-        {b.subnet for b in bridges if not b.management}
-        | {lk.peer for lk in inventory.links.values() if lk.peer != DEFAULT_ROUTE},
-        key=lambda n: (int(n.network_address), n.prefixlen),
-    )
-    for net in [*data_ranges, mgmt_net]:
-        if net.overlaps(FORBIDDEN):
-            problems.append(f"{net} overlaps {FORBIDDEN}, which the lab must never use")
-    if problems:
-        raise LabError(
-            "the inventory cannot be built as a lab:\n" + "\n".join(f"  {p}" for p in problems),
-            target=inventory.path,
-            hint="fix the inventory (see inventories/lab.yml for a complete example)",
-        )
-    return Topology(
-        site=inventory.site.name,
-        management_gateway=ipaddress.IPv4Interface(f"{lab.management_gateway}/{mgmt_net.prefixlen}"),
-        bridges=tuple(bridges),
-        machines=tuple(machines),
-        data_ranges=tuple(data_ranges),
-    )

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.ansible_inventory import to_ansible_inventory
 from orchestrator.drivers.ansible import AnsibleDriver
+from orchestrator.drivers.ansible_inventory import to_ansible_inventory
 from orchestrator.errors import UsageError
 from orchestrator.inventory import load_inventory
 
@@ -72,6 +72,6 @@ def test_host_vars_cannot_change_how_ansible_connects_even_past_validation(key: 
     with pytest.raises(UsageError) as info:
         to_ansible_inventory(inventory)
     assert f"hosts.ant-ad1.vars.{key}" in str(info.value)
-    driver = AnsibleDriver(load_inventory(SMALL), tmp_path / "w", run_function=lambda **_: None)  # type: ignore[arg-type,return-value]
+    driver = AnsibleDriver(load_inventory(SMALL), tmp_path / "w", run_function=lambda **_: None)  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         driver.run_playbook("check-health.yml", ["ant-ad1"], host_vars={"ant-ad1": {key: "x"}})

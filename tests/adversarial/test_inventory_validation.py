@@ -168,7 +168,7 @@ def test_credential_paths_with_option_syntax_are_refused(tmp_path: Path, capsys:
 
 def test_relative_credential_paths_resolve_against_the_inventory_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.ansible_inventory import resolve_path
+    from orchestrator.drivers.ansible_inventory import resolve_path
 
     inv_dir = tmp_path / "site"
     inv_dir.mkdir()

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from run_helpers import LAB_YML, finished, orch, records, restore_lab, run_ids, wait_port
+from cli_helpers import LAB_YML, finished, orch, records, restore_lab, run_ids, wait_port
 
 from orchestrator import lab
 from orchestrator.model import Inventory

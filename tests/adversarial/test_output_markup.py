@@ -12,14 +12,17 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
+from cli_helpers import LAB_YML, finished, lab_variant, orch, records, restore_lab, run_ids
 from rich.console import Console
-from run_helpers import LAB_YML, finished, lab_variant, orch, records, restore_lab, run_ids
 
 from orchestrator import cli, lab
 from orchestrator.model import Inventory
+
+if TYPE_CHECKING:
+    from orchestrator.executor import RunResult
 
 HOSTILE = "x[/b] y[/] z[bold red]w[/bold red] v\\"  # closing tags with no opening one, a tag, a trailing \
 
@@ -85,7 +88,7 @@ def test_the_result_and_status_print_hostile_reasons_as_text(captured: io.String
                              quarantined={"h1": f"integrity: files /tmp/{HOSTILE}"},
                              left=[("check-integrity:h1", f"failed: files /tmp/{HOSTILE}")],
                              unproven=[], journal_path=Path("/state/runs/r1/journal.jsonl"))
-    cli.render_result(result, as_json=False)
+    cli.render_result(cast("RunResult", result), as_json=False)  # only what the renderer reads
     assert captured.getvalue().count(f"/tmp/{HOSTILE}") == 2
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import finished, lab_variant, orch, records, restore_lab, run_ids, wait_port
 from rich.console import Console
-from run_helpers import finished, lab_variant, orch, records, restore_lab, run_ids, wait_port
 
 from orchestrator import cli, lab
-from orchestrator.model import Inventory
+from orchestrator.model import Action, Inventory
 
 ATTESTER = "Jan Peeters"
 CLEARED_BY_ATTESTATION = f"attested by {ATTESTER}: physically disconnected, not verified"
@@ -114,7 +114,7 @@ def _isolated(inv: Inventory) -> bool:
 
     net = NetmikoDriver(inv)
     try:
-        return bool(net.is_in_force("deu-core", "isolate-segment", SEGMENT))
+        return bool(net.is_in_force("deu-core", Action.ISOLATE_SEGMENT, SEGMENT))
     finally:
         net.close()
 

@@ -19,6 +19,7 @@ from orchestrator.config import Settings
 from orchestrator.drivers.ssh import PasswordRefusedError, SshDriver
 from orchestrator.errors import AuthFailedError
 from orchestrator.executor import Executor, Recorder, RunOptions
+from orchestrator.executor.restore import boot_settled
 from orchestrator.inventory import load_inventory
 from orchestrator.journal import Journal
 from orchestrator.model import Credential, Host, Inventory, Mode, Site
@@ -137,7 +138,7 @@ def test_a_restore_sends_no_password_to_the_hosts_it_brings_back(
             with pytest.raises(PasswordRefusedError):
                 restore.drivers.ssh.run(name, "cat /proc/sys/kernel/random/boot_id")
         host = inventory.hosts["ant-ad1"]
-        assert restore._boot_settled(host) == "unknown (password-refused)"
+        assert boot_settled(restore.ctx, host) == "unknown (password-refused)"
     finally:
         restore.drivers.close()
     shutdown = executor_for(inventory, Mode.SHUTDOWN, tmp_path / "shutdown")

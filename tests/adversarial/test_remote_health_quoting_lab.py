@@ -13,10 +13,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from pinned_ssh import RemoteResult
+
 from orchestrator import lab
 from orchestrator.config import Settings
 from orchestrator.drivers.ssh import SshDriver
 from orchestrator.executor import Executor, Recorder, RunOptions, StepFailed
+from orchestrator.executor.restore import check_health
 from orchestrator.integrity import capture_baseline
 from orchestrator.journal import Journal, read_journal
 from orchestrator.model import Action, Inventory, Mode
@@ -26,7 +29,7 @@ HOST = "ant-ad1"
 
 
 def test_a_service_name_is_never_run_as_shell_by_the_health_check(
-    lab_inventory: Inventory, lab_up_status: lab.LabStatus, lab_run: Callable[..., lab.LabStatus], tmp_path: Path
+    lab_inventory: Inventory, lab_up_status: lab.LabStatus, lab_run: Callable[..., RemoteResult], tmp_path: Path
 ) -> None:
     marker = f"/tmp/adversarial-pwned-{uuid.uuid4().hex[:12]}"
     hostile = f"ssh; touch {marker}"
@@ -49,7 +52,7 @@ def test_a_service_name_is_never_run_as_shell_by_the_health_check(
                         recorder=Recorder(journal), options=RunOptions(forks=4))
     failed: StepFailed | None = None
     try:
-        executor._check_health(step)
+        check_health(executor.ctx, step)
     except StepFailed as exc:
         failed = exc
     finally:

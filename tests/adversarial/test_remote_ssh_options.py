@@ -23,8 +23,8 @@ import paramiko
 import pytest
 from loopback_ssh import USER, LoopbackSshServer, known_hosts_line
 
-from orchestrator.ansible_inventory import ssh_common_args, to_ansible_inventory
 from orchestrator.drivers import ssh_masters
+from orchestrator.drivers.ansible_inventory import ssh_common_args, to_ansible_inventory
 from orchestrator.drivers.ssh import SshDriver
 from orchestrator.errors import UsageError
 from orchestrator.inventory import load_inventory
@@ -82,7 +82,7 @@ def test_a_hostile_known_hosts_path_stays_one_path_for_the_control_masters(tmp_p
 def test_ansible_itself_passes_the_hostile_path_to_ssh_as_one_path(tmp_path: Path) -> None:
     """Real ansible runs a stand-in ssh that records its arguments and refuses (exit 255): nothing is
     sent anywhere; the recorded arguments are then read by the real ssh (-G)."""
-    from orchestrator.ansible_inventory import dumps  # the export as the driver writes it
+    from orchestrator.drivers.ansible_inventory import dumps  # the export as the driver writes it
 
     inventory, mark, path = hostile_inventory(tmp_path)
     record = tmp_path / "ssh-argv.jsonl"

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from orchestrator import lab
-from orchestrator.ansible_inventory import to_ansible_inventory
 from orchestrator.drivers.ansible import AnsibleDriver, PlaybookRun
+from orchestrator.drivers.ansible_inventory import to_ansible_inventory
 from orchestrator.drivers.power import LabPower
 from orchestrator.model import Inventory
 

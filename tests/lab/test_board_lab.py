@@ -16,15 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import CLI, LAB_YML, REPO, last_run_id, records, restore_lab
 
 from orchestrator import lab
-from orchestrator.drivers.power import LabPower
-from orchestrator.journal import read_journal
 from orchestrator.model import Inventory
 
-REPO = Path(__file__).resolve().parents[2]
-CLI = str(REPO / ".venv" / "bin" / "orchestrator")
-LAB_YML = str(REPO / "inventories" / "lab.yml")
 ARTIFACTS = REPO / "reports"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -45,22 +41,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not instal
 def lab_back_afterwards(lab_up_status: lab.LabStatus, lab_inventory: Inventory) -> Iterator[None]:
     """Leave the lab as found: every machine running, no isolation or cut in force."""
     yield
-    from orchestrator.drivers.netmiko import NetmikoDriver
-
-    power = LabPower()
-    for host in lab_inventory.hosts.values():
-        if power.state(host.name) == "stopped":
-            power.power_on(host.name)
-    net = NetmikoDriver(lab_inventory)
-    try:
-        for seg in lab_inventory.segments.values():
-            if seg.gateway and net.is_in_force(seg.gateway, "isolate-segment", seg.name):
-                net.apply(seg.gateway, "reconnect-segment", seg.name)
-        for link in lab_inventory.links.values():
-            if net.is_in_force(link.device, "cut-link", link.name):
-                net.apply(link.device, "restore-link", link.name)
-    finally:
-        net.close()
+    restore_lab(lab_inventory, wait_ssh=False)
 
 
 def start_board(state_dir: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
@@ -135,8 +116,8 @@ def test_the_board_watches_a_shutdown_and_killing_it_changes_nothing_for_the_run
                 page.wait_for_function("() => document.getElementById('link').dataset.live === 'no'", timeout=15_000)
                 out, _ = run.communicate(timeout=600)
                 assert run.returncode == 0, out
-                run_id = sorted(p.name for p in (state_dir / "runs").iterdir())[-1]
-                recs = read_journal(state_dir / "runs" / run_id / "journal.jsonl")
+                run_id = last_run_id(state_dir)
+                recs = records(state_dir, run_id)
                 assert recs[-1]["type"] == "run-finished" and recs[-1]["status"] == "completed"
 
                 seen: list[str] = page.evaluate("() => Array.from(window.__seen)")

@@ -22,7 +22,7 @@ from pinned_ssh import RemoteResult
 from orchestrator import lab
 from orchestrator.drivers.netmiko import CommandRejectedError, NetmikoDriver
 from orchestrator.errors import DriverError
-from orchestrator.model import Host, Inventory, Link, LinkKind
+from orchestrator.model import Action, Host, Inventory, Link, LinkKind
 
 Run = Callable[..., RemoteResult]
 REPO = Path(__file__).resolve().parents[2]
@@ -76,34 +76,34 @@ def test_isolate_and_reconnect_a_segment(
     platform = lab_inventory.devices[gateway].platform
     inside = probe.inside.name
     assert _ping(lab_run, inside, probe.across.address), "precondition: routing across the gateway works"
-    assert not driver.is_in_force(gateway, "isolate-segment", probe.segment)
+    assert not driver.is_in_force(gateway, Action.ISOLATE_SEGMENT, probe.segment)
 
     backup = driver.backup_config(gateway)
     assert ("table inet labguard" in backup) if platform == "linux" else (f"hostname {gateway}" in backup)
 
     started = time.monotonic()
-    outcome = driver.apply(gateway, "isolate-segment", probe.segment)
+    outcome = driver.apply(gateway, Action.ISOLATE_SEGMENT, probe.segment)
     try:
         applied_s = time.monotonic() - started
         assert outcome.device == gateway and outcome.commands
-        assert driver.is_in_force(gateway, "isolate-segment", probe.segment)
+        assert driver.is_in_force(gateway, Action.ISOLATE_SEGMENT, probe.segment)
         assert not _ping(lab_run, inside, probe.across.address), "crossing the gateway still works"
         assert _ping(lab_run, inside, probe.neighbour.address), "hosts inside the segment must still talk"
         # management still works: every lab_run above went over it; the gateway itself is cut off too
         gateway_address = lab_inventory.segments[probe.segment].gateway_address
         assert not _ping(lab_run, inside, gateway_address)
         # applying twice changes nothing
-        driver.apply(gateway, "isolate-segment", probe.segment)
+        driver.apply(gateway, Action.ISOLATE_SEGMENT, probe.segment)
         if platform == "linux":
             marker = f'comment "orchestrator:isolate-segment:{probe.segment}"'
             assert driver.running_config(gateway).count(marker) == 3
     finally:
-        driver.apply(gateway, "reconnect-segment", probe.segment)
-    assert not driver.is_in_force(gateway, "isolate-segment", probe.segment)
+        driver.apply(gateway, Action.RECONNECT_SEGMENT, probe.segment)
+    assert not driver.is_in_force(gateway, Action.ISOLATE_SEGMENT, probe.segment)
     assert _eventually(lambda: _ping(lab_run, inside, probe.across.address), True), "not reconnected"
     assert applied_s < 10.0
     # undoing again when nothing is in force is fine
-    driver.apply(gateway, "reconnect-segment", probe.segment)
+    driver.apply(gateway, Action.RECONNECT_SEGMENT, probe.segment)
 
 
 def test_cut_and_restore_the_vendor_link(driver: NetmikoDriver, lab_inventory: Inventory, lab_run: Run) -> None:
@@ -113,14 +113,14 @@ def test_cut_and_restore_the_vendor_link(driver: NetmikoDriver, lab_inventory: I
     assert _ping(lab_run, link.name, victim.address), "precondition: the vendor reaches the hospital"
     assert _ping(lab_run, other, victim.address), "precondition: the other peer reaches the hospital"
 
-    driver.apply(link.device, "cut-link", link.name)
+    driver.apply(link.device, Action.CUT_LINK, link.name)
     try:
-        assert driver.is_in_force(link.device, "cut-link", link.name)
+        assert driver.is_in_force(link.device, Action.CUT_LINK, link.name)
         assert not _ping(lab_run, link.name, victim.address), "the vendor still reaches a hospital host"
         assert _ping(lab_run, other, victim.address), "cutting one link must not cut another"
     finally:
-        driver.apply(link.device, "restore-link", link.name)
-    assert not driver.is_in_force(link.device, "cut-link", link.name)
+        driver.apply(link.device, Action.RESTORE_LINK, link.name)
+    assert not driver.is_in_force(link.device, Action.CUT_LINK, link.name)
     assert _eventually(lambda: _ping(lab_run, link.name, victim.address), True)
 
 
@@ -145,7 +145,7 @@ def test_a_rejected_command_raises_with_evidence_and_changes_nothing(
     try:
         before = driver.running_config("ant-core")
         with pytest.raises(CommandRejectedError) as err:
-            driver.apply("ant-core", "cut-link", "acl-probe")
+            driver.apply("ant-core", Action.CUT_LINK, "acl-probe")
         assert err.value.target == "ant-core"
         assert "access-list" in err.value.command
         assert "%" in err.value.output  # the device's own words
@@ -163,8 +163,8 @@ def test_a_nonexistent_interface_is_refused_before_acting(
         driver = NetmikoDriver(inventory, timeout_s=20.0)
         try:
             with pytest.raises(DriverError, match="interface vlan999 does not exist"):
-                driver.apply(gateway, "isolate-segment", segment)
-            assert not driver.is_in_force(gateway, "isolate-segment", segment)
+                driver.apply(gateway, Action.ISOLATE_SEGMENT, segment)
+            assert not driver.is_in_force(gateway, Action.ISOLATE_SEGMENT, segment)
         finally:
             driver.close()
 
@@ -189,7 +189,7 @@ def test_fallback_playbook_renders_the_same_templates(
     )
     try:
         assert isolate.returncode == 0, isolate.stdout[-3000:] + isolate.stderr[-2000:]
-        assert driver.is_in_force("deu-core", "isolate-segment", probe.segment)
+        assert driver.is_in_force("deu-core", Action.ISOLATE_SEGMENT, probe.segment)
         assert not _ping(lab_run, probe.inside.name, probe.across.address)
         assert list(tmp_path.glob("deu-core-*.txt")), "the playbook stores a backup first"
     finally:
@@ -201,5 +201,5 @@ def test_fallback_playbook_renders_the_same_templates(
             timeout=180,
         )
     assert restore.returncode == 0, restore.stdout[-3000:] + restore.stderr[-2000:]
-    assert not driver.is_in_force("deu-core", "isolate-segment", probe.segment)
+    assert not driver.is_in_force("deu-core", Action.ISOLATE_SEGMENT, probe.segment)
     assert _eventually(lambda: _ping(lab_run, probe.inside.name, probe.across.address), True)

@@ -31,7 +31,7 @@ def _topo(inv: Inventory) -> Topology:
 
 
 def _ping(run: Run, machine: str, address: str) -> bool:
-    return run(machine, f"ping -c1 -W1 {address}", check=False).rc == 0
+    return bool(run(machine, f"ping -c1 -W1 {address}", check=False).rc == 0)
 
 
 def _wait_state(power: LabPower, name: str, state: str, timeout: float = 30.0) -> None:
@@ -174,9 +174,9 @@ def test_management_reaches_everything_and_is_no_path(
     a, b = lab_inventory.hosts["ant-ad1"], lab_inventory.hosts["deu-ad1"]
     assert not _ping(lab_run, a.name, str(b.management_address))  # machines never meet on management
     topo = _topo(lab_inventory)
-    for m in topo.machines:
-        if m.kind == "device":
-            rules = lab_run(m.name, "nft list table inet labguard").stdout
+    for device in topo.machines:
+        if device.kind == "device":
+            rules = lab_run(device.name, "nft list table inet labguard").stdout
             assert 'iifname "mgmt0" drop' in rules and 'oifname "mgmt0" drop' in rules
 
 

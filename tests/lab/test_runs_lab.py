@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import CLI, LAB_YML, REPO, finished, last_run_id, orch, records, restore_lab, wait_port
 
 from orchestrator import lab
 from orchestrator.drivers.power import LabPower
-from orchestrator.journal import read_journal
 from orchestrator.model import Inventory
 
-REPO = Path(__file__).resolve().parents[2]
-CLI = str(REPO / ".venv" / "bin" / "orchestrator")
-LAB_YML = str(REPO / "inventories" / "lab.yml")
 TAMPERED = "ant-ws1"
 PLANTED_BINARY = "/usr/local/bin/updater"
 Run = Callable[..., Any]
@@ -42,63 +39,6 @@ def lab_restored_afterwards(lab_up_status: lab.LabStatus, lab_inventory: Invento
     """Leave the lab as found: every machine running, no isolation or cut in force."""
     yield
     restore_lab(lab_inventory)
-
-
-def restore_lab(inv: Inventory) -> None:
-    from orchestrator.drivers.netmiko import NetmikoDriver
-
-    power = LabPower()
-    for host in inv.hosts.values():
-        if power.state(host.name) == "stopped":
-            power.power_on(host.name)
-    net = NetmikoDriver(inv)
-    try:
-        for seg in inv.segments.values():
-            if seg.gateway and net.is_in_force(seg.gateway, "isolate-segment", seg.name):
-                net.apply(seg.gateway, "reconnect-segment", seg.name)
-        for link in inv.links.values():
-            if net.is_in_force(link.device, "cut-link", link.name):
-                net.apply(link.device, "restore-link", link.name)
-    finally:
-        net.close()
-    for host in inv.hosts.values():
-        wait_port(str(host.management_address), 22, up=True)
-
-
-def wait_port(address: str, port: int, *, up: bool, timeout: float = 90.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((address, port), timeout=1).close()
-            if up:
-                return
-        except OSError:
-            if not up:
-                return
-        time.sleep(0.3)
-    raise AssertionError(f"{address}:{port} did not become {'open' if up else 'closed'} in {timeout} s")
-
-
-def orch(
-    state_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "ORCHESTRATOR_STATE_DIR": str(state_dir), **(env or {})}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          env=full_env, timeout=timeout, cwd=REPO, check=False)
-
-
-def last_run_id(state_dir: Path) -> str:
-    return sorted(p.name for p in (state_dir / "runs").iterdir())[-1]
-
-
-def records(state_dir: Path, run_id: str) -> list[dict[str, Any]]:
-    return read_journal(state_dir / "runs" / run_id / "journal.jsonl")
-
-
-def finished(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {r["step_id"]: r for r in recs if r["type"] == "step-finished"}
 
 
 def pings(run: Run, machine: str, address: str) -> bool:
@@ -320,6 +260,7 @@ def test_sigkill_mid_wave_then_resume_completes_without_redoing_verified_steps(
             killed = True
             break
     proc.wait(timeout=60)
+    proc.stdout.close()
     assert killed, "the run ended before a host stopped"
     (run_dir,) = set(runs.iterdir()) - before
     run_id = run_dir.name

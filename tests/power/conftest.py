@@ -145,14 +145,14 @@ def vsphere_judge(tls: Tls) -> Iterator[Callable[[Endpoint], Any]]:
 
     def connect(ep: Endpoint) -> Any:
         context = ssl.create_default_context(cafile=str(tls.ca_file)) if ep.scheme == "https" else None
-        si = SmartConnect(protocol=ep.scheme, host=ep.host, port=ep.port, user=USER, pwd=PASSWORD,
+        si = SmartConnect(protocol=ep.scheme, host=ep.host, port=ep.port, user=USER, pwd=PASSWORD,  # type: ignore[no-untyped-call]
                           sslContext=context)
         sessions.append(si)
         return si
 
     yield connect
     for si in sessions:
-        Disconnect(si)
+        Disconnect(si)  # type: ignore[no-untyped-call]
 
 
 # ---- Redfish: sushy-emulator -------------------------------------------------------------------

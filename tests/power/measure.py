@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -68,7 +69,7 @@ def main() -> None:
     proc, port, _ = vcsim(binary, {"hosts": ["esx1"], "vms": [{"name": "vm1", "host": "esx1", "tools": True}]}, work)
     try:
         with VSpherePower(PowerController(name="vc", type="vsphere", address="127.0.0.1", port=port, scheme="http",
-                                          allow_http=True, **common)) as vs:  # type: ignore[arg-type]
+                                          allow_http=True, **common)) as vs:
             vs.state("vm1")  # login and name cache
             print("vsphere state:   ", ms(timed(lambda: vs.state("vm1"), args.n)))
             offs, ons = [], []
@@ -92,7 +93,7 @@ def main() -> None:
     try:
         wait_port(port, proc2)
         with RedfishPower(PowerController(name="rf", type="redfish", address="127.0.0.1", port=port, scheme="http",
-                                          allow_http=True, **common)) as rf:  # type: ignore[arg-type]
+                                          allow_http=True, **common)) as rf:
             rf.power_on("")
             print("redfish state:   ", ms(timed(lambda: rf.state(""), args.n)))
             offs, ons = [], []
@@ -113,7 +114,7 @@ def main() -> None:
         assert proc3.stdout is not None
         proc3.stdout.readline()
         ip = IpmiLanPower(PowerController(name="bmc", type="ipmi", address="127.0.0.1", port=port,
-                                          **common))  # type: ignore[arg-type]
+                                          **common))
         ip.power_on("srv")
         print("ipmi state:      ", ms(timed(lambda: ip.state("srv"), args.n)))
         offs, ons = [], []
@@ -130,19 +131,19 @@ def main() -> None:
     # a vcsim estate: every VM off, graceful where Tools run (4 in 5), else refused and hard
     for count in args.vms:
         hosts = [f"esx{h}" for h in range(1, max(2, count // 25) + 1)]
-        estate = {"hosts": hosts, "vms": [{"name": f"vm{i:04d}", "host": hosts[i % len(hosts)], "tools": i % 5 != 0}
-                                          for i in range(count)]}
+        vms = [{"name": f"vm{i:04d}", "host": hosts[i % len(hosts)], "tools": i % 5 != 0} for i in range(count)]
+        estate: dict[str, Any] = {"hosts": hosts, "vms": vms}
         proc, port, boot = vcsim(binary, estate, work)
         try:
             for workers in (1, 16):
                 if workers == 16:  # power everything back on for the second round
                     again = VSpherePower(PowerController(name="vc", type="vsphere", address="127.0.0.1", port=port,
-                                                         scheme="http", allow_http=True, **common))  # type: ignore[arg-type]
+                                                         scheme="http", allow_http=True, **common))
                     with again, ThreadPoolExecutor(16) as pool:
-                        list(pool.map(again.power_on, [v["name"] for v in estate["vms"]]))  # type: ignore[index]
+                        list(pool.map(again.power_on, [v["name"] for v in estate["vms"]]))
                 t = time.perf_counter()
                 with VSpherePower(PowerController(name="vc", type="vsphere", address="127.0.0.1", port=port,
-                                                  scheme="http", allow_http=True, **common)) as vs:  # type: ignore[arg-type]
+                                                  scheme="http", allow_http=True, **common)) as vs:
 
                     def off(name: str, vs: VSpherePower = vs) -> None:
                         try:
@@ -151,8 +152,8 @@ def main() -> None:
                             vs.power_off(name, graceful=False)
 
                     with ThreadPoolExecutor(workers) as pool:
-                        list(pool.map(off, [v["name"] for v in estate["vms"]]))  # type: ignore[index]
-                    assert all(vs.state(v["name"]) == "stopped" for v in estate["vms"])  # type: ignore[index]
+                        list(pool.map(off, [v["name"] for v in estate["vms"]]))
+                    assert all(vs.state(v["name"]) == "stopped" for v in estate["vms"])
                 print(f"vcsim {count} VMs on {len(hosts)} hosts (started in {boot:.1f} s): all off with "
                       f"{workers} worker(s) in {time.perf_counter() - t:.2f} s")
         finally:

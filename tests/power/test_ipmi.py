@@ -26,7 +26,7 @@ def wait_libvirt(bmc: IpmiBmc, wanted: str, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     while (now := bmc.libvirt_state()) != wanted and time.monotonic() < deadline:
         time.sleep(0.1)
-    return now
+    return str(now)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -158,6 +159,10 @@ def test_one_session_is_reused_and_logged_out_at_close(estate: tuple[Endpoint, A
     assert len(sm.sessionList) == before
 
 
+# pyVmomi's SmartConnect keeps the socket of a refused login in a stub it never returns: collected here, so
+# the warning is this test's (and ignored), not a later one's.
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning",
+                            "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning")
 def test_wrong_credentials_fail_clearly_without_the_password(vcsim: Callable[..., Endpoint],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     ep = vcsim(ESTATE)
@@ -165,6 +170,8 @@ def test_wrong_credentials_fail_clearly_without_the_password(vcsim: Callable[...
     with pytest.raises(AuthFailedError, match=f"refused the login of user '{USER}'") as err:
         VSpherePower(controller(ep)).state("emr-db1")
     assert PASSWORD not in repr(err.value.args) and PASSWORD not in str(err.value)
+    del err
+    gc.collect()
 
 
 def test_tls_verified_with_the_ca_file(vcsim: Callable[..., Endpoint], vsphere_judge: Callable[[Endpoint], Any],
@@ -201,7 +208,7 @@ def test_an_unreachable_endpoint_is_unreachable_not_off() -> None:
 
 def test_a_hundred_vms_powered_off_in_parallel(vcsim: Callable[..., Endpoint],
                                                vsphere_judge: Callable[[Endpoint], Any]) -> None:
-    estate = {"hosts": ["esx1", "esx2", "esx3", "esx4"], "datastores": ["ds1"],
+    estate: dict[str, Any] = {"hosts": ["esx1", "esx2", "esx3", "esx4"], "datastores": ["ds1"],
               "vms": [{"name": f"vm{i:03d}", "host": f"esx{i % 4 + 1}", "tools": i % 5 != 0} for i in range(100)]}
     ep = vcsim(estate)
     started = time.monotonic()

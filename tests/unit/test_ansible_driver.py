@@ -29,6 +29,7 @@ from orchestrator.drivers.ansible import (
     host_outcomes,
     sink_event,
 )
+from orchestrator.drivers.base import PowerOffReport
 from orchestrator.errors import DriverError, SafetyInterlock, UsageError
 from orchestrator.model import Credential, Host, Inventory, Island, Segment, Site
 
@@ -346,6 +347,26 @@ def test_stop_hosts_one_run_for_the_wave_with_secure_settings(inventory: Invento
     assert sunk[-1]["hosts"] == {"ant-ad1": "changed", "ant-emr-db1": "changed", "deu-files1": "changed"}
 
 
+def test_stop_hosts_reports_each_hosts_power_off_through_the_callback(inventory: Inventory, tmp_path: Path) -> None:
+    def events(hosts: list[str]) -> list[dict[str, Any]]:
+        return [
+            ev("runner_on_start", "ant-ad1", "Stop service"),
+            ok("ant-ad1", "Stop service", changed=True),  # not the power-off: not reported
+            *stop_events("ant-ad1"),
+            ev("runner_on_start", "deu-files1", POWER_OFF),  # started: no result yet, not reported
+            ev("runner_on_unreachable", "deu-files1", POWER_OFF, res={"msg": "Connection closed by remote host"}),
+            stats(changed={"ant-ad1": 2}, dark={"deu-files1": 1}, processed={"ant-ad1": 1, "deu-files1": 1}),
+        ]
+
+    reports: list[PowerOffReport] = []
+    driver = AnsibleDriver(inventory, tmp_path / "w", run_function=FakeRunner(events, rc=4, status="failed"))
+    driver.stop_hosts(["ant-ad1", "deu-files1"], on_power_off=reports.append)
+    assert reports == [
+        PowerOffReport("ant-ad1", "changed", ""),
+        PowerOffReport("deu-files1", "unreachable", "Connection closed by remote host"),
+    ]
+
+
 def test_stop_hosts_refuses_kept_hosts(inventory: Inventory, tmp_path: Path) -> None:
     fake = FakeRunner(stop_ok)
     driver = AnsibleDriver(inventory, tmp_path / "w", run_function=fake)
@@ -488,7 +509,7 @@ def test_playbooks_pass_ansible_lint_production_profile(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("playbook", ["stop-host.yml", "check-health.yml"])
 def test_playbooks_syntax_check(playbook: str, tmp_path: Path, inventory: Inventory) -> None:
-    from orchestrator.ansible_inventory import to_ansible_inventory
+    from orchestrator.drivers.ansible_inventory import to_ansible_inventory
 
     hosts = tmp_path / "hosts.yml"
     hosts.write_text(yaml.safe_dump(to_ansible_inventory(inventory)))
@@ -536,7 +557,7 @@ class SshRecorder:
 @pytest.fixture
 def ssh_recorder(monkeypatch: pytest.MonkeyPatch) -> SshRecorder:
     recorder = SshRecorder()
-    monkeypatch.setattr(ssh_masters.subprocess, "run", recorder)
+    monkeypatch.setattr("orchestrator.drivers.ssh_masters.subprocess.run", recorder)
     return recorder
 
 

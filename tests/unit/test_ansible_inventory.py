@@ -1,4 +1,4 @@
-"""orchestrator.ansible_inventory: groups, host vars, no secrets, and Ansible itself can read it."""
+"""orchestrator.drivers.ansible_inventory: groups, host vars, no secrets, and Ansible itself can read it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.ansible_inventory import group_name, to_ansible_inventory
+from orchestrator.drivers.ansible_inventory import group_name, to_ansible_inventory
 from orchestrator.errors import UsageError
 from orchestrator.model import Campus, Credential, Host, Inventory, Island, Segment, Site
 
@@ -175,7 +175,7 @@ def test_ansible_reads_the_export(inventory: Inventory, tmp_path: Path) -> None:
 
 
 def test_dumps_marks_every_string_unsafe_but_the_password_reference(inventory: Inventory) -> None:
-    from orchestrator.ansible_inventory import dumps
+    from orchestrator.drivers.ansible_inventory import dumps
 
     data = to_ansible_inventory(inventory)
     marked = json.loads(dumps(data))
@@ -188,7 +188,7 @@ def test_dumps_marks_every_string_unsafe_but_the_password_reference(inventory: I
 
 
 def test_ansible_reads_unsafe_values_back_as_the_same_text(inventory: Inventory, tmp_path: Path) -> None:
-    from orchestrator.ansible_inventory import dumps
+    from orchestrator.drivers.ansible_inventory import dumps
 
     path = tmp_path / "hosts.json"
     path.write_text(dumps(to_ansible_inventory(inventory)))

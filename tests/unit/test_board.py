@@ -147,7 +147,7 @@ def test_requests_without_the_token_are_refused(state_dir: Path, journal: Journa
             assert client.get(path).status_code == 403, path
             assert client.get(path, params={"token": "t" * 42}).status_code == 403, path
             assert client.get(path, params={"token": "x" * 43}).status_code == 403, path
-            assert client.get(path, cookies={"board_token": "t" * 42}).status_code == 403, path
+            assert client.get(path, headers={"Cookie": "board_token=" + "t" * 42}).status_code == 403, path
         refused = client.get("/")
         assert "token" not in refused.text.lower() or "t" * 43 not in refused.text
         assert refused.headers["content-security-policy"].startswith("default-src 'self'")
@@ -363,6 +363,7 @@ def test_next_waits_for_a_run_newer_than_the_board(state_dir: Path, journal: Jou
     other.emit("run-started", mode="shutdown", plan={}, site="s")
     other.close()
     assert source.poll() and source.run_id == later and len(source.records) == 1
+    source.close()
     assert board_state([])["waiting"] is True
 
 

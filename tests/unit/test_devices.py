@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import devices
+from orchestrator.drivers import devices
 from orchestrator.errors import DriverError, UnknownDriverError
 from orchestrator.model import Device, Link, LinkKind, Segment
 

@@ -4,9 +4,9 @@ from the fake campus's state. No lab, no network: every driver is a fake."""
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 from fakes import FakeAnsibleDriver, FakeCampus, FakeLabPower, FakeNetmikoDriver, FakeSshDriver
 
+from orchestrator import drivers
 from orchestrator.config import Settings
-from orchestrator.drivers.ansible import AnsibleDriver
-from orchestrator.drivers.netmiko import CommandRejectedError, NetmikoDriver
-from orchestrator.drivers.power import LabPower
-from orchestrator.drivers.ssh import SshDriver
+from orchestrator.drivers.base import PlaybookRun, PowerOffCallback
+from orchestrator.drivers.netmiko import CommandRejectedError
 from orchestrator.errors import UnreachableError
-from orchestrator.executor import ApprovalPolicy, Executor, Recorder, RunOptions, RunResult
+from orchestrator.executor import ApprovalPolicy, Executor, Recorder, ResumeState, RunOptions, RunResult
 from orchestrator.integrity import Difference
 from orchestrator.inventory import load_inventory
 from orchestrator.journal import Journal, read_journal, verify_journal
@@ -101,22 +100,16 @@ def steps_of(plan: Plan, prefix: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fake", "real", "methods"), [
-    (FakeSshDriver, SshDriver, ["__init__", "run", "run_at", "port_open", "close"]),
-    (FakeNetmikoDriver, NetmikoDriver,
-     ["__init__", "backup_config", "running_config", "apply", "apply_many", "is_in_force", "in_force_map",
-      "restore_config", "close"]),
-    (FakeAnsibleDriver, AnsibleDriver,
-     ["__init__", "run_playbook", "stop_hosts", "check_health", "open_connections", "close"]),
-    (FakeLabPower, LabPower, ["state", "power_on", "power_off"]),
-])
-def test_fake_drivers_keep_the_real_method_names_and_parameters(fake: type, real: type, methods: list[str]) -> None:
-    def params(cls: type, name: str) -> list[tuple[str, Any, Any]]:
-        sig = inspect.signature(getattr(cls, name))
-        return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
-
-    for name in methods:
-        assert params(fake, name) == params(real, name), f"{fake.__name__}.{name} drifted from {real.__name__}"
+def test_the_fake_campus_stands_behind_every_driver_a_run_opens(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path
+) -> None:
+    # That the fakes keep the real drivers' interfaces is mypy's to check (tests/fakes.py is typed
+    # against orchestrator/drivers/base.py); this checks that every opener leads to the campus.
+    assert isinstance(drivers.open_ssh(inventory), FakeSshDriver)
+    assert isinstance(drivers.open_devices(inventory), FakeNetmikoDriver)
+    assert isinstance(drivers.open_host_stopper(inventory, tmp_path, 4, None), FakeAnsibleDriver)
+    assert isinstance(drivers.open_power("lab"), FakeLabPower)
+    assert campus.entries("open") == [("open", k) for k in ("ssh", "netmiko", "ansible", "power")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,6 +276,42 @@ def test_shutdown_stops_hosts_in_dependency_order_and_never_a_kept_host(
     assert [n for n, _ in names] == ["contained", "shutdown-complete"]
     assert names[0][1] <= names[1][1] == ran.result.time_to_shutdown_s
     assert ran.result.time_to_containment_s == names[0][1]
+
+
+def test_a_host_is_verified_off_from_its_power_off_report_not_when_the_whole_play_ends(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finished = {h: threading.Event() for h in ("ws1", "app1", "db1", "ad1")}
+    seen_before_the_end: list[bool] = []
+    original = FakeAnsibleDriver.stop_hosts
+
+    def slow_ending(self: FakeAnsibleDriver, hosts: Sequence[str], timeout_s: float = 120,
+                    on_power_off: PowerOffCallback | None = None) -> PlaybookRun:
+        run = original(self, hosts, timeout_s, on_power_off)  # each host's power-off reported
+        # The play's own ending (stats, process exit) is slow: the host's step finishes meanwhile.
+        seen_before_the_end.append(all(finished[h].wait(10) for h in hosts))
+        return run
+
+    def observer(record: dict[str, Any]) -> None:
+        if record["type"] == "step-finished" and record["step_id"].startswith("stop-host:"):
+            finished[record["target"]].set()
+
+    monkeypatch.setattr(FakeAnsibleDriver, "stop_hosts", slow_ending)
+    settings = Settings(state_dir=tmp_path / "state", state_dir_source="cli", forks=8)
+    run_dir = settings.run_dir("power-off-reports")
+    run_dir.mkdir(parents=True)
+    journal = Journal.create(settings.journal_path("power-off-reports"), "power-off-reports")
+    try:
+        result = Executor(inventory=inventory, plan=build_plan(inventory, Mode.SHUTDOWN), settings=settings,
+                          run_id="power-off-reports", run_dir=run_dir, recorder=Recorder(journal, [observer]),
+                          options=OPTIONS).run()
+    finally:
+        journal.close()
+    assert result.exit_code == 0, result.left
+    assert seen_before_the_end == [True, True, True, True]
+    for host in ("ws1", "app1", "db1", "ad1"):
+        assert result.results[f"stop-host:{host}"].evidence["playbook"] == {
+            "status": "unreachable", "message": "connection dropped during power-off"}
 
 
 @pytest.mark.parametrize("graceful_works", [True, False])
@@ -691,7 +720,7 @@ def test_a_resumed_contain_proves_an_unproven_isolation_once_a_host_answers(
     journal = Journal.create(settings.journal_path("again"), "again")
     try:
         result = Executor(inventory=inventory, plan=plan, settings=settings, run_id="again", run_dir=run_dir,
-                          recorder=Recorder(journal), options=OPTIONS, prior=prior).run()
+                          recorder=Recorder(journal), options=OPTIONS, resume=ResumeState(results=prior)).run()
     finally:
         journal.close()
     assert result.results["isolate-segment:clin"].status is StepStatus.VERIFIED
@@ -710,7 +739,8 @@ def _quarantine_without_power_driver(tmp_path: Path, campus: FakeCampus) -> tupl
     return manual, ran
 
 
-def _again(inventory: Inventory, first: Ran, tmp_path: Path, **extra: Any) -> Ran:
+def _again(inventory: Inventory, first: Ran, tmp_path: Path,
+           attestations: dict[str, dict[str, Any]] | None = None) -> Ran:
     """The same plan again, as resume does: what was ok is not redone; quarantines carried over."""
     settings = Settings(state_dir=tmp_path / f"state-{next(_run_ids)}", state_dir_source="cli", forks=8)
     run_id = f"20260113T063200Z-again{next(_run_ids):02d}"
@@ -721,8 +751,9 @@ def _again(inventory: Inventory, first: Ran, tmp_path: Path, **extra: Any) -> Ra
         result = Executor(inventory=inventory, plan=first.result.plan, settings=settings, run_id=run_id,
                           run_dir=run_dir, recorder=Recorder(journal),
                           options=RunOptions(**{**OPTIONS.__dict__, "approve": ApprovalPolicy.ALL}),
-                          prior={k: v for k, v in first.result.results.items() if v.ok},
-                          quarantined=first.result.quarantined, **extra).run()
+                          resume=ResumeState(results={k: v for k, v in first.result.results.items() if v.ok},
+                                             quarantined=first.result.quarantined,
+                                             attestations=attestations or {})).run()
     finally:
         journal.close()
     return Ran(result, read_journal(settings.journal_path(run_id)), run_dir)

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,6 +30,7 @@ from orchestrator.integrity import (
     load_baseline,
     parse_collector_output,
 )
+from orchestrator.integrity.snapshot import Snapshot
 from orchestrator.model import Credential, Host, Inventory, Site
 
 H1 = "a" * 64
@@ -85,7 +85,7 @@ def collector_text(**over: list[str]) -> str:
     return "".join(section(name, lines) for name, lines in sections.items())
 
 
-def snapshot(**over: list[str]) -> dict[str, Any]:
+def snapshot(**over: list[str]) -> Snapshot:
     return parse_collector_output(collector_text(**over))[0]
 
 
@@ -95,29 +95,30 @@ def snapshot(**over: list[str]) -> dict[str, Any]:
 def test_parse_every_section() -> None:
     snap, meta = parse_collector_output(collector_text())
     assert meta == {"format": "1", "hostname": "web1", "uid": "0", "kernel": "6.1.0"}
-    assert snap["files"] == {
+    assert snap.files == {
         "/etc/odd\nname": "sha256:" + H1,
         "/usr/bin/awk": "symlink:/etc/alternatives/awk",
         "/usr/bin/ls": "sha256:" + H1,
     }  # /etc/ld.so.cache is volatile: excluded by name
-    assert snap["missing_roots"] == ["/opt/app"]
-    assert snap["packages"] == {"coreutils": "9.1-1", "old": "1.0 [rc]", "openssh-server": "1:9.2p1-2"}
-    assert snap["package_verify"] == ["??5??????   /usr/share/doc/x"]
-    assert snap["users"]["web"] == {
+    assert snap.missing_roots == ("/opt/app",)
+    assert snap.packages == {"coreutils": "9.1-1", "old": "1.0 [rc]", "openssh-server": "1:9.2p1-2"}
+    assert snap.package_verify == ("??5??????   /usr/share/doc/x",)
+    assert snap.users is not None and snap.groups is not None and snap.cron is not None
+    assert snap.users["web"] == {
         "uid": "1000",
         "gid": "1000",
         "gecos": "Web",
         "home": "/home/web",
         "shell": "/bin/sh",
     }
-    assert snap["groups"]["sudo"] == {"gid": "27", "members": "web"}
-    assert snap["authorized_keys"] == {"/root/.ssh/authorized_keys": [f"ssh-ed25519 {KEY_BLOB} admin@laptop"]}
-    assert list(snap["cron"]) == ["/etc/crontab"]
-    assert snap["timers"] == {"apt-daily.timer": "enabled", "fstrim.timer": "disabled"}
-    assert snap["units"] == {"cron.service": "enabled", "ssh.service": "enabled"}
-    assert snap["ports"] == ["tcp 0.0.0.0:22", "tcp [::]:22"]
-    assert snap["suid"] == {"/usr/bin/passwd": "sha256:" + H1}
-    assert set(snap["collected"]) == {
+    assert snap.groups["sudo"] == {"gid": "27", "members": "web"}
+    assert snap.authorized_keys == {"/root/.ssh/authorized_keys": (f"ssh-ed25519 {KEY_BLOB} admin@laptop",)}
+    assert list(snap.cron) == ["/etc/crontab"]
+    assert snap.timers == {"apt-daily.timer": "enabled", "fstrim.timer": "disabled"}
+    assert snap.units == {"cron.service": "enabled", "ssh.service": "enabled"}
+    assert snap.ports == ("tcp 0.0.0.0:22", "tcp [::]:22")
+    assert snap.suid == {"/usr/bin/passwd": "sha256:" + H1}
+    assert set(snap.collected) == {
         "meta", "files", "links", "packages", "package_verify", "users", "groups",
         "authorized_keys", "cron", "unit_files", "ports", "suid",
     }  # fmt: skip
@@ -141,7 +142,7 @@ def test_parse_proc_net_fallback_when_ss_is_missing() -> None:
         dumped("/proc/net/tcp", tcp) + dumped("/proc/net/tcp6", tcp6) + dumped("/proc/net/udp", udp),
     )
     snap, _ = parse_collector_output(text)
-    assert snap["ports"] == ["tcp 0.0.0.0:22", "tcp [::]:22", "udp 127.0.0.53:53"]
+    assert snap.ports == ("tcp 0.0.0.0:22", "tcp [::]:22", "udp 127.0.0.53:53")
 
 
 def test_parse_refuses_truncated_or_malformed_output() -> None:
@@ -155,7 +156,8 @@ def test_parse_refuses_truncated_or_malformed_output() -> None:
 def test_file_content_cannot_forge_markers() -> None:
     # A hostile crontab line that looks like a marker stays content: it is printed behind "|".
     snap = snapshot(cron=dumped("/etc/cron.d/x", ["@@orchestrator:end cron 0", "* * * * * root id"]))
-    assert snap["cron"]["/etc/cron.d/x"] == ["@@orchestrator:end cron 0", "* * * * * root id"]
+    assert snap.cron is not None
+    assert snap.cron["/etc/cron.d/x"] == ("@@orchestrator:end cron 0", "* * * * * root id")
 
 
 # ------------------------------------------------------------------------------------------ diff
@@ -294,7 +296,7 @@ def test_a_section_that_failed_is_not_collected_never_compared_as_empty() -> Non
 
 
 def test_listening_ports_for_the_health_check() -> None:
-    baseline = {"snapshot": snapshot()}
+    baseline = {"snapshot": snapshot().as_json()}
     assert integrity.listening_ports(baseline) == ("tcp 0.0.0.0:22", "tcp [::]:22")
     assert integrity.listening_tcp_ports(baseline) == (22,)
 
@@ -492,21 +494,22 @@ def test_collector_runs_for_real_and_detects_changes(
     (app / "bin" / "tool").write_text("#!/bin/sh\necho hi\n")
     (app / "link").symlink_to("bin/tool")
     (app / "odd\nname").write_text("x")
-    monkeypatch.setattr(integrity, "SYSTEM_ROOTS", ("/etc",))
+    monkeypatch.setattr(integrity.collector, "SYSTEM_ROOTS", ("/etc",))
     inv = _inventory((str(app),))
     runner = LocalRunner()
     started = time.monotonic()
     capture_baseline(runner, inv, "web1", settings)
     elapsed = time.monotonic() - started
     doc = load_baseline("web1", settings)
-    snap = doc["snapshot"]
-    assert snap["files"][str(app / "bin" / "tool")].startswith("sha256:")
-    assert snap["files"][str(app / "link")] == "symlink:bin/tool"
-    assert str(app / "odd\nname") in snap["files"]
-    assert "/etc/passwd" in snap["files"] and "root" in snap["users"] and snap["groups"]
-    assert snap["packages"].get("coreutils"), "dpkg-query output parsed"
-    assert {"meta", "files", "links", "users", "groups", "authorized_keys", "cron", "suid"} <= set(snap["collected"])
-    assert any(p.endswith("/passwd") for p in snap["suid"])
+    snap = Snapshot.from_json(doc["snapshot"])
+    assert snap.files is not None and snap.users is not None and snap.packages is not None and snap.suid is not None
+    assert snap.files[str(app / "bin" / "tool")].startswith("sha256:")
+    assert snap.files[str(app / "link")] == "symlink:bin/tool"
+    assert str(app / "odd\nname") in snap.files
+    assert "/etc/passwd" in snap.files and "root" in snap.users and snap.groups
+    assert snap.packages.get("coreutils"), "dpkg-query output parsed"
+    assert {"meta", "files", "links", "users", "groups", "authorized_keys", "cron", "suid"} <= set(snap.collected)
+    assert any(p.endswith("/passwd") for p in snap.suid)
     print(
         f"\nlocal collector (/etc + a tmp dir, state part over /): {elapsed:.1f}s; parts: "
         + ", ".join(f"{c.split(' -- ', 1)[1][:30]}={t:.1f}s" for c, t in runner.timings.items())

@@ -655,23 +655,23 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[2] / "inventories").glob("*.yml")))
 def test_the_fast_parse_gives_exactly_the_data_of_the_line_recording_parse(name: str) -> None:
-    from orchestrator.inventory import _parse_yaml, _parse_yaml_fast
+    from orchestrator.inventory.parse import parse_yaml, parse_yaml_fast
 
     text = (Path(__file__).parents[2] / "inventories" / name).read_text()
-    assert _parse_yaml_fast(text) == _parse_yaml(text, name).data
+    assert parse_yaml_fast(text) == parse_yaml(text, name).data
 
 
 def test_odd_keys_and_merges_parse_the_same_both_ways() -> None:
-    from orchestrator.inventory import _parse_yaml, _parse_yaml_fast
+    from orchestrator.inventory.parse import parse_yaml, parse_yaml_fast
 
     text = "base: &b {x: 1, 2: two, true: yes, null: n}\nother:\n  <<: *b\n  y: [1, {3.5: z}]\n"
-    assert _parse_yaml_fast(text) == _parse_yaml(text, "t.yml").data
+    assert parse_yaml_fast(text) == parse_yaml(text, "t.yml").data
 
 
 def test_a_repeated_key_leaves_the_fast_path() -> None:
-    from orchestrator.inventory import _parse_yaml_fast
+    from orchestrator.inventory.parse import parse_yaml_fast
 
-    assert _parse_yaml_fast("a: 1\nb: {c: 1, c: 2}\n") is None
+    assert parse_yaml_fast("a: 1\nb: {c: 1, c: 2}\n") is None
 
 
 @pytest.mark.parametrize("text", ["10.1.2.3", "0.0.0.0", "255.255.255.255", "192.168.001.1", "256.1.1.1", "1.2.3",
@@ -699,14 +699,58 @@ def test_the_fast_address_reader_agrees_with_ipaddress(text: str) -> None:
 def test_fast_and_line_recording_readers_build_the_same_data(path: Path) -> None:
     """A clean file is read once without line marks; the reader that records lines (used as soon as
     something is wrong) must build exactly the same data, or problems would be reported on other data."""
-    from orchestrator.inventory import _parse_yaml, _parse_yaml_fast
+    from orchestrator.inventory.parse import parse_yaml, parse_yaml_fast
 
     text = path.read_text(encoding="utf-8")
-    fast = _parse_yaml_fast(text)
+    fast = parse_yaml_fast(text)
     assert fast is not None
-    slow = _parse_yaml(text, str(path))
+    slow = parse_yaml(text, str(path))
     assert slow.values == [] and slow.duplicates == []
     assert fast == slow.data
+
+
+@pytest.mark.parametrize("text", [
+    "a: !vault abc\n", "a: 2024-01-01\n", "a: .nan\n", "a: !!int x\n", "a: !!binary aGk=\n",
+    "a: {b: 1, b: 2}\n", "a: &x [1, *x]\n", "a: &x {b: *x}\n", "a: {<<: 1}\n", "? [1, 2]\n: v\n",
+    "!!set {a, b}\n", "a: !!map [1]\n",
+], ids=["tag", "date", "nan", "bad-int", "binary", "repeat", "list-loop", "map-loop", "merge", "list-key",
+        "set", "tagged-list"])
+def test_what_the_careful_reading_reports_stops_the_fast_one(text: str) -> None:
+    """One walker, two modes: whatever the careful mode records (a refused value, a repeated key),
+    the fast mode must give up on, or a problem would go unreported on a file read only fast."""
+    from orchestrator.inventory.parse import parse_yaml, parse_yaml_fast
+
+    careful = parse_yaml(text, "t.yml")
+    assert careful.values or careful.duplicates
+    assert parse_yaml_fast(text) is None
+
+
+def test_an_alias_bomb_stops_both_readings_at_the_budget() -> None:
+    from orchestrator.inventory.parse import parse_yaml, parse_yaml_fast, value_budget
+
+    lines = ["a0: [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+              f"*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 7)]
+    text = "\n".join(lines).replace("a0: [", "a0: &a0 [") + "\n"
+    assert parse_yaml_fast(text) is None
+    with pytest.raises(InventoryError) as info:
+        parse_yaml(text, "bomb.yml")
+    assert f"more than {value_budget(text):,} values" in info.value.problems[0].message
+
+
+def test_the_address_book_names_the_first_owner_of_an_address() -> None:
+    from orchestrator.inventory.checks import AddressBook
+    from orchestrator.inventory.problems import Problems
+
+    problems = Problems("t.yml", {("hosts", "b", "address"): 7})
+    book = AddressBook(problems, "mgmt", subnets={"mgmt": ipaddress.IPv4Network("10.99.0.0/16")})
+    book.claim(ipaddress.IPv4Address("10.99.0.5"), "device a", ("devices", "a", "address"))
+    book.claim(None, "host x", ("hosts", "x", "address"))
+    book.claim(ipaddress.IPv4Address("10.99.0.5"), "host b", ("hosts", "b", "address"))
+    assert [(p.line, p.key, p.message) for p in problems.items] == [
+        (7, "hosts.b.address", "address 10.99.0.5 is already used by device a")]
+    assert book.management_net == ipaddress.IPv4Network("10.99.0.0/16")
+    assert AddressBook(problems, ["not", "a", "name"]).management_net is None
 
 
 def test_alias_budget_grows_with_the_file_but_not_with_its_aliases() -> None:

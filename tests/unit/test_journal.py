@@ -23,11 +23,11 @@ from orchestrator.errors import JournalError
 from orchestrator.journal import (
     GENESIS,
     Journal,
-    mask_secrets,
     new_run_id,
     read_journal,
     verify_journal,
 )
+from orchestrator.masking import mask_secrets
 
 PASSWORD = "Hunter2-Sup3r-S3cret!"
 KEY = (

@@ -5,6 +5,7 @@ themselves are the VM tier's: tests/vagrant, scripts/vagrant-tier.sh.)"""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from orchestrator.errors import DriverError, LabError
 from orchestrator.inventory import load_inventory
 from orchestrator.lab import vagrant, vm
 from orchestrator.lab.topology import topology
+from orchestrator.lab.vm import host, libvirt, lifecycle, vagrant_up
 
 REPO = Path(__file__).resolve().parents[2]
 VM_INV = REPO / "inventories" / "vm-lab.yml"
@@ -41,7 +43,7 @@ def vm_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_lab_status_provider_vagrant_keeps_the_contract_when_nothing_runs(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vm_root: Path
 ) -> None:
-    monkeypatch.setattr(vm, "libvirt_answers", lambda: False)
+    monkeypatch.setattr(libvirt, "libvirt_answers", lambda: False)
     code, out = cli(capsys, "lab", "status", str(VM_INV), "--provider", "vagrant", "--json")
     assert code == 0
     doc = json.loads(out)
@@ -242,9 +244,9 @@ def test_kvm_device_without_a_kvm_group_says_what_to_install(tmp_path: Path) -> 
 def test_ensure_libvirt_fixes_the_device_and_logs_it_even_when_libvirt_runs(
     monkeypatch: pytest.MonkeyPatch, vm_root: Path
 ) -> None:
-    monkeypatch.setattr(vm.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(vm, "ensure_kvm_device", lambda: "/dev/kvm: group root -> kvm")
-    monkeypatch.setattr(vm, "libvirt_answers", lambda: True)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(libvirt, "ensure_kvm_device", lambda: "/dev/kvm: group root -> kvm")
+    monkeypatch.setattr(libvirt, "libvirt_answers", lambda: True)
     lines: list[str] = []
     assert vm.ensure_libvirt(lines.append) is False
     assert lines == ["/dev/kvm: group root -> kvm"]
@@ -258,7 +260,7 @@ def test_kvm_is_used_only_when_the_device_opens_and_the_cpu_has_vt_x(tmp_path: P
     cpuinfo.write_text("flags\t\t: fpu vme de pse tsc msr hypervisor\n")
     usable, why = vm.kvm_usable(Path("/dev/null"), cpuinfo)
     assert not usable and "does not answer" in why
-    if Path("/dev/kvm").exists() and vm.os.access("/dev/kvm", vm.os.R_OK | vm.os.W_OK):
+    if Path("/dev/kvm").exists() and os.access("/dev/kvm", os.R_OK | os.W_OK):
         usable, why = vm.kvm_usable(Path("/dev/kvm"), cpuinfo)
         assert not usable and "no VT-x/AMD-V" in why
 
@@ -284,12 +286,12 @@ def test_the_time_limit_follows_the_work() -> None:
 def test_the_time_limit_can_be_set_and_a_bad_one_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     budget = vm.UpBudget(vms=5, driver="qemu", cpus=2, upload=False)
     monkeypatch.delenv(vm.UP_TIMEOUT_ENV, raising=False)
-    assert vm._up_timeout(budget) == budget.seconds
+    assert vagrant_up.up_timeout(budget) == budget.seconds
     monkeypatch.setenv(vm.UP_TIMEOUT_ENV, "30")
-    assert vm._up_timeout(budget) == 30.0
+    assert vagrant_up.up_timeout(budget) == 30.0
     monkeypatch.setenv(vm.UP_TIMEOUT_ENV, "soon")
     with pytest.raises(LabError, match="ORCHESTRATOR_VM_LAB_UP_TIMEOUT='soon' is not a number"):
-        vm._up_timeout(budget)
+        vagrant_up.up_timeout(budget)
 
 
 # vagrant 2.3 / vagrant-libvirt 0.11 lines, as `vagrant up --machine-readable` writes them
@@ -318,7 +320,7 @@ def test_vagrants_machine_readable_lines_give_each_vms_stage(tmp_path: Path) -> 
     assert vm.parse_machine_readable("1764700001,vm-fw,metadata,provider,libvirt") is None
     lines: list[str] = []
     with (tmp_path / "up.log").open("w") as log:
-        follower = vm._UpProgress(log, ["vm-fw"], lines.append, started=0.0)
+        follower = vagrant_up.UpProgress(log, ["vm-fw"], lines.append, started=0.0)
         for raw in MACHINE_READABLE.splitlines(keepends=True):
             follower.line(raw)
     stages = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in lines]
@@ -341,7 +343,7 @@ def test_a_kernel_panic_on_a_vms_console_is_reported_once_until_it_is_up(tmp_pat
                         b"  Boot with apic=debug\r\n")
     lines: list[str] = []
     with (tmp_path / "up.log").open("w") as log:
-        follower = vm._UpProgress(log, ["vm-fw", "vm-db1"], lines.append, started=0.0, console_dir=tmp_path)
+        follower = vagrant_up.UpProgress(log, ["vm-fw", "vm-db1"], lines.append, started=0.0, console_dir=tmp_path)
         follower.check_consoles()
         follower.check_consoles()
         assert len(lines) == 1 and lines[0].startswith("vm-fw: kernel panic at boot (IO-APIC + timer doesn't work!")
@@ -377,12 +379,12 @@ def test_a_vagrant_up_past_its_limit_is_stopped_with_everything_it_started(
         "wait\n"
     )
     fake.chmod(0o755)
-    env = {**vm.os.environ, "PATH": f"{fake.parent}:{vm.os.environ['PATH']}"}
-    monkeypatch.setattr(vm, "PROGRESS_EVERY_S", 0.5)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    monkeypatch.setattr(vagrant_up, "PROGRESS_EVERY_S", 0.5)
     lines: list[str] = []
     started = time.monotonic()
     with pytest.raises(LabError, match=r"did not finish within 2 s .*vm-fw booting \(waiting for SSH\)"):
-        vm._run_vagrant_up(tmp_path / "up.log", ["vm-fw"], timeout=2, env=env, progress=lines.append)
+        vagrant_up.run_vagrant_up(tmp_path / "up.log", ["vm-fw"], timeout=2, env=env, progress=lines.append)
     assert time.monotonic() - started < 20
     assert [line.rsplit(" (", 1)[0] for line in lines[:2]] == ["vm-fw: creating its disk",
                                                               "vm-fw: booting (waiting for SSH)"]
@@ -401,18 +403,18 @@ def test_a_failed_vm_lab_up_removes_what_it_started_and_keeps_the_console_logs(
     monkeypatch: pytest.MonkeyPatch, vm_root: Path
 ) -> None:
     removed: list[tuple[object, bool]] = []
-    monkeypatch.setattr(vm, "missing_vm_packages", lambda: [])
+    monkeypatch.setattr(host, "missing_vm_packages", lambda: [])
 
     def remove(inventory: object, *, stop_daemons: bool) -> list[str]:
         removed.append((inventory, stop_daemons))
         return []
 
-    monkeypatch.setattr(vm, "_remove_locked", remove)
+    monkeypatch.setattr(lifecycle, "_remove_locked", remove)
 
     def too_slow(*args: object) -> vm.LabStatus:
         raise LabError("`vagrant up` did not finish within 5 s (log: x)", target="vm lab", hint="see the consoles")
 
-    monkeypatch.setattr(vm, "_up_locked", too_slow)
+    monkeypatch.setattr(lifecycle, "_up_locked", too_slow)
     inv = load_inventory(VM_INV)
     lines: list[str] = []
     with pytest.raises(LabError) as info:
@@ -426,24 +428,25 @@ def test_a_failed_vm_lab_up_removes_what_it_started_and_keeps_the_console_logs(
     def interrupted(*args: object) -> vm.LabStatus:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vm, "_up_locked", interrupted)
+    monkeypatch.setattr(lifecycle, "_up_locked", interrupted)
     with pytest.raises(KeyboardInterrupt):
         vm.vm_lab_up(inv)
     assert len(removed) == 2, "Ctrl-C during lab up removes what it started too"
 
 
 def test_a_failed_vm_lab_up_says_what_it_could_not_remove(monkeypatch: pytest.MonkeyPatch, vm_root: Path) -> None:
-    monkeypatch.setattr(vm, "missing_vm_packages", lambda: [])
-    monkeypatch.setattr(vm, "_remove_locked", lambda inventory, stop_daemons: ["domain olab-vm-fw"])
-    monkeypatch.setattr(vm, "_up_locked", lambda *a: (_ for _ in ()).throw(LabError("boom", target="vm lab")))
+    monkeypatch.setattr(host, "missing_vm_packages", lambda: [])
+    monkeypatch.setattr(lifecycle, "_remove_locked", lambda inventory, stop_daemons: ["domain olab-vm-fw"])
+    monkeypatch.setattr(lifecycle, "_up_locked", lambda *a: (_ for _ in ()).throw(LabError("boom", target="vm lab")))
     with pytest.raises(LabError, match="boom; could not remove: domain olab-vm-fw"):
         vm.vm_lab_up(load_inventory(VM_INV))
 
 
 def test_another_vm_lab_is_never_removed_by_a_refused_up(monkeypatch: pytest.MonkeyPatch, vm_root: Path) -> None:
-    monkeypatch.setattr(vm, "missing_vm_packages", lambda: [])
-    monkeypatch.setattr(vm, "_read_state", lambda: {"lab_id": "another", "inventory": "other.yml"})
-    monkeypatch.setattr(vm, "_remove_locked", lambda *a, **k: pytest.fail("the other lab was removed"))
+    monkeypatch.setattr(host, "missing_vm_packages", lambda: [])
+    vm_root.mkdir(parents=True)
+    (vm_root / vm.STATE_FILE).write_text(json.dumps({"lab_id": "another", "inventory": "other.yml"}))
+    monkeypatch.setattr(lifecycle, "_remove_locked", lambda *a, **k: pytest.fail("the other lab was removed"))
     with pytest.raises(LabError, match="a different VM lab is up"):
         vm.vm_lab_up(load_inventory(VM_INV))
 
@@ -457,12 +460,12 @@ def test_the_box_and_the_vm_tools_are_made_with_the_usual_umask_not_the_clis_pri
     (tmp_path / "vagrant" / "build-box.sh").write_text('umask > "$1"\n')
     monkeypatch.setenv(vm.VAGRANT_DIR_ENV, str(tmp_path / "vagrant"))
     monkeypatch.setenv("ORCHESTRATOR_LAB_CACHE", str(tmp_path / "cache"))
-    previous = vm.os.umask(0o077)
+    previous = os.umask(0o077)
     try:
         box = vm.ensure_box()
-        ran = vm._run(["sh", "-c", "umask"]).stdout.strip()
+        ran = host.run(["sh", "-c", "umask"]).stdout.strip()
     finally:
-        vm.os.umask(previous)
+        os.umask(previous)
     assert box.built and box.path.read_text().strip() == "0022"
     assert ran == "0022"
     assert "\numask 022" in (REPO / "vagrant" / "build-box.sh").read_text(), "also when run by hand"
@@ -488,9 +491,9 @@ def test_the_vm_lab_guards_every_lab_range_with_a_low_priority_blackhole_until_l
 
     monkeypatch.setattr(network, "run_ip", run_ip)
     inv = load_inventory(VM_INV)
-    vm._guard_lab_ranges(inv)
-    vm._guard_lab_ranges(inv)  # idempotent
+    lifecycle._guard_lab_ranges(inv)
+    lifecycle._guard_lab_ranges(inv)  # idempotent
     # one bit wider than each range the lab uses: libvirt refuses a network whose exact prefix is routed
     assert sorted(routes) == ["10.150.0.0/15", "10.152.0.0/23"]
     assert all(r == {"type": "blackhole", "metric": network.GUARD_METRIC} for r in routes.values())
-    assert vm._unguard_lab_ranges() == [] and routes == {}
+    assert lifecycle._unguard_lab_ranges() == [] and routes == {}

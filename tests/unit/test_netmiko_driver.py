@@ -19,7 +19,7 @@ from netmiko.exceptions import (
     ReadTimeout,
 )
 
-from orchestrator import devices
+from orchestrator.drivers import devices
 from orchestrator.drivers import netmiko as driver_mod
 from orchestrator.drivers.netmiko import (
     CommandOutcome,
@@ -37,6 +37,7 @@ from orchestrator.errors import (
     UnreachableError,
 )
 from orchestrator.model import (
+    Action,
     Credential,
     Device,
     Inventory,
@@ -204,7 +205,7 @@ def driver(tmp_path: Path, connector: Connector) -> NetmikoDriver:
 def test_linux_isolate_sends_the_rendered_lines_with_exit_status_checks(
     driver: NetmikoDriver, connector: Connector
 ) -> None:
-    outcome = driver.apply("deu-core", "isolate-segment", "deu-servers")
+    outcome = driver.apply("deu-core", Action.ISOLATE_SEGMENT, "deu-servers")
     inventory = driver._inventory
     expected = devices.render(
         "linux",
@@ -226,7 +227,7 @@ def test_linux_rejected_line_raises_with_evidence_and_drops_the_session(
 ) -> None:
     connector.setup = lambda s: s.fail_rc.update({"add rule inet orchestrator input": 1})
     with pytest.raises(CommandRejectedError) as err:
-        driver.apply("ant-fw", "cut-link", "vendor-registration")
+        driver.apply("ant-fw", Action.CUT_LINK, "vendor-registration")
     assert "add rule inet orchestrator input" in err.value.command
     assert "exit status 1" in err.value.output
     assert "No such file or directory" in str(err.value)
@@ -240,12 +241,12 @@ def test_linux_rejected_line_raises_with_evidence_and_drops_the_session(
 def test_linux_missing_interface_is_refused_before_any_rule(driver: NetmikoDriver, connector: Connector) -> None:
     connector.setup = lambda s: s.fail_rc.update({"ip -br link show dev vlan220": 1})
     with pytest.raises(DriverError, match="interface vlan220 does not exist on deu-core"):
-        driver.apply("deu-core", "isolate-segment", "deu-servers")
+        driver.apply("deu-core", Action.ISOLATE_SEGMENT, "deu-servers")
     assert len(connector.last.sent) == 1
 
 
 def test_linux_undo_does_not_need_the_interface(driver: NetmikoDriver, connector: Connector) -> None:
-    outcome = driver.apply("deu-core", "reconnect-segment", "deu-servers")
+    outcome = driver.apply("deu-core", Action.RECONNECT_SEGMENT, "deu-servers")
     assert not any("ip -br link" in line for line in connector.last.sent)
     assert len(outcome.commands) == 2
 
@@ -263,8 +264,8 @@ def test_is_in_force_reads_the_ruleset(driver: NetmikoDriver, connector: Connect
         s.send_command = send  # type: ignore[method-assign]
 
     connector.setup = setup
-    assert driver.is_in_force("deu-core", "isolate-segment", "deu-servers")
-    assert not driver.is_in_force("deu-core", "reconnect-segment", "deu-servers")
+    assert driver.is_in_force("deu-core", Action.ISOLATE_SEGMENT, "deu-servers")
+    assert not driver.is_in_force("deu-core", Action.RECONNECT_SEGMENT, "deu-servers")
 
 
 def test_backup_config_joins_several_commands(driver: NetmikoDriver) -> None:
@@ -286,7 +287,7 @@ def test_restore_config_drops_the_table(driver: NetmikoDriver, connector: Connec
 def test_cisco_ios_checks_the_interface_then_sends_config_with_an_error_pattern(
     driver: NetmikoDriver, connector: Connector
 ) -> None:
-    outcome = driver.apply("ant-core", "isolate-segment", "ant-servers")
+    outcome = driver.apply("ant-core", Action.ISOLATE_SEGMENT, "ant-servers")
     session = connector.last
     assert session.sent == ["show interface brief"]
     assert session.config_sets == [(["interface vlan120", "shutdown"], driver_mod.ERROR_PATTERNS["cisco_ios"])]
@@ -297,7 +298,7 @@ def test_cisco_ios_checks_the_interface_then_sends_config_with_an_error_pattern(
 
 def test_cisco_ios_nonexistent_interface_fails_clearly(driver: NetmikoDriver, connector: Connector) -> None:
     with pytest.raises(DriverError) as err:
-        driver.apply("ant-core", "isolate-segment", "ant-ghost")
+        driver.apply("ant-core", Action.ISOLATE_SEGMENT, "ant-ghost")
     assert "interface vlan199 does not exist on ant-core" in str(err.value)
     assert "vlan120" in (err.value.hint or "")
     assert connector.last.config_sets == []
@@ -314,7 +315,7 @@ def test_cisco_ios_falls_back_to_show_ip_interface_brief_on_real_ios(
         )
 
     connector.setup = setup
-    driver.apply("ant-core", "isolate-segment", "ant-servers")
+    driver.apply("ant-core", Action.ISOLATE_SEGMENT, "ant-servers")
     assert connector.last.sent == ["show interface brief", "show ip interface brief"]
 
 
@@ -323,7 +324,7 @@ def test_cisco_ios_rejected_command_raises_command_rejected(driver: NetmikoDrive
         s, "config_error", ConfigInvalidException("Invalid input detected at command: shutdwn, matched error: %")
     )
     with pytest.raises(CommandRejectedError) as err:
-        driver.apply("ant-core", "isolate-segment", "ant-servers")
+        driver.apply("ant-core", Action.ISOLATE_SEGMENT, "ant-servers")
     assert err.value.command == "shutdwn"
     assert err.value.output == "%"
     assert connector.last.disconnected
@@ -336,7 +337,7 @@ def test_rejected_show_command_raises(driver: NetmikoDriver, connector: Connecto
 
 
 def test_junos_commits_and_uses_the_device_port(driver: NetmikoDriver, connector: Connector) -> None:
-    driver.apply("srx", "cut-link", "srx-wan")
+    driver.apply("srx", Action.CUT_LINK, "srx-wan")
     assert connector.last.commits == 1
     assert connector.last.params.port == 2222
 
@@ -346,13 +347,13 @@ def test_junos_commits_and_uses_the_device_port(driver: NetmikoDriver, connector
 
 def test_targets_must_belong_to_the_device(driver: NetmikoDriver) -> None:
     with pytest.raises(DriverError, match="gateway deu-core, not ant-core"):
-        driver.apply("ant-core", "isolate-segment", "deu-servers")
+        driver.apply("ant-core", Action.ISOLATE_SEGMENT, "deu-servers")
     with pytest.raises(DriverError, match="is on ant-fw, not deu-core"):
-        driver.apply("deu-core", "cut-link", "vendor-registration")
+        driver.apply("deu-core", Action.CUT_LINK, "vendor-registration")
     with pytest.raises(DriverError, match="no device 'nope'"):
-        driver.apply("nope", "cut-link", "vendor-registration")
+        driver.apply("nope", Action.CUT_LINK, "vendor-registration")
     with pytest.raises(UnknownDriverError, match="stop-host"):
-        driver.apply("deu-core", "stop-host", "x")
+        driver.apply("deu-core", Action.STOP_HOST, "x")
 
 
 def test_sessions_are_pooled_per_device_and_replaced_when_dead(driver: NetmikoDriver, connector: Connector) -> None:
@@ -386,7 +387,7 @@ def test_calls_for_one_device_take_turns(driver: NetmikoDriver, connector: Conne
             finally:
                 in_use.release()
 
-        session.send_command = guarded  # type: ignore[method-assign]
+        session.send_command = guarded  # type: ignore[method-assign,assignment]
 
     connector.setup = detect_overlap
 
@@ -499,7 +500,7 @@ def test_parse_interface_names() -> None:
 def test_several_changes_to_one_device_go_in_one_round_trip(driver: NetmikoDriver, connector: Connector) -> None:
     inventory = driver._inventory
     segments = sorted(s.name for s in inventory.segments.values() if s.gateway == "deu-core")
-    outcome = driver.apply_many("deu-core", [("isolate-segment", s) for s in segments])
+    outcome = driver.apply_many("deu-core", [(Action.ISOLATE_SEGMENT, s) for s in segments])
     rendered = [line for s in segments for line in devices.render(
         "linux", "isolate-segment", device=inventory.devices["deu-core"], segment=inventory.segments[s])]
     expected = list(dict.fromkeys(rendered))  # the table and chains are ensured once, not per segment
@@ -515,20 +516,21 @@ def test_one_missing_interface_stops_the_whole_batch_before_anything_is_sent(
     segments = sorted(s.name for s in driver._inventory.segments.values() if s.gateway == "deu-core")
     connector.setup = lambda s: s.fail_rc.update({"ip -br link show dev vlan220": 1})
     with pytest.raises(DriverError, match="interface vlan220 does not exist on deu-core"):
-        driver.apply_many("deu-core", [("isolate-segment", s) for s in segments])
+        driver.apply_many("deu-core", [(Action.ISOLATE_SEGMENT, s) for s in segments])
     assert len(connector.last.sent) == 1
 
 
 def test_in_force_map_reads_the_running_config_once(driver: NetmikoDriver, connector: Connector) -> None:
     connector.setup = lambda s: s.show_outputs.update(
         {"show running-config": "interface vlan120\n shutdown\n!\ninterface vlan199\n no shutdown\n!\n"})
-    answers = driver.in_force_map("ant-core", [("isolate-segment", "ant-servers"), ("isolate-segment", "ant-ghost")])
-    assert answers == {("isolate-segment", "ant-servers"): True, ("isolate-segment", "ant-ghost"): False}
+    answers = driver.in_force_map("ant-core", [(Action.ISOLATE_SEGMENT, "ant-servers"),
+                                               (Action.ISOLATE_SEGMENT, "ant-ghost")])
+    assert answers == {(Action.ISOLATE_SEGMENT, "ant-servers"): True, (Action.ISOLATE_SEGMENT, "ant-ghost"): False}
     assert len(connector.last.sent) == 1
 
 
 def test_a_batch_on_a_cli_device_is_one_configuration_session(driver: NetmikoDriver, connector: Connector) -> None:
-    driver.apply_many("ant-core", [("isolate-segment", "ant-servers"), ("isolate-segment", "ant-servers")])
+    driver.apply_many("ant-core", [(Action.ISOLATE_SEGMENT, "ant-servers"), (Action.ISOLATE_SEGMENT, "ant-servers")])
     assert len(connector.last.config_sets) == 1
     assert connector.last.config_sets[0][0] == ["interface vlan120", "shutdown"] * 2
 
@@ -538,11 +540,11 @@ def test_a_pre_check_may_use_the_config_last_read_but_never_after_a_change(
 ) -> None:
     driver.backup_config("ant-core")  # reads `show running-config`: remembered
     reads = len(connector.last.sent)
-    driver.in_force_map("ant-core", [("isolate-segment", "ant-servers")], fresh=False)
+    driver.in_force_map("ant-core", [(Action.ISOLATE_SEGMENT, "ant-servers")], fresh=False)
     assert len(connector.last.sent) == reads  # answered from the backup's read
-    driver.apply("ant-core", "isolate-segment", "ant-servers")
-    driver.in_force_map("ant-core", [("isolate-segment", "ant-servers")], fresh=False)
+    driver.apply("ant-core", Action.ISOLATE_SEGMENT, "ant-servers")
+    driver.in_force_map("ant-core", [(Action.ISOLATE_SEGMENT, "ant-servers")], fresh=False)
     assert connector.last.sent[-1] == "show running-config"  # a change was sent: read again
     reads = len(connector.last.sent)
-    driver.in_force_map("ant-core", [("isolate-segment", "ant-servers")])
+    driver.in_force_map("ant-core", [(Action.ISOLATE_SEGMENT, "ant-servers")])
     assert len(connector.last.sent) == reads + 1  # fresh (the default) always reads

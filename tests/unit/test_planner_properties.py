@@ -146,7 +146,9 @@ def test_containment_and_shutdown_invariants(case: tuple[GeneratedInventory, Sco
 
 @PROPERTY_SETTINGS
 @given(case=scoped_inventories())
-def test_restore_invariants(case: tuple[GeneratedInventory, Scope]) -> None:
+def test_restore_invariants(  # noqa: C901 - one generated case checked against every restore invariant in turn
+    case: tuple[GeneratedInventory, Scope],
+) -> None:
     gen, scope = case
     inv = load(gen)
     plan = build_plan(inv, Mode.RESTORE, scope)

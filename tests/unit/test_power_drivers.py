@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from orchestrator.drivers.ipmi import IpmiLanPower
-from orchestrator.drivers.power import PowerDriver
 from orchestrator.drivers.power_controllers import PowerController, open_driver, scrub
 from orchestrator.drivers.redfish import RedfishPower
 from orchestrator.drivers.vsphere import VSpherePower
@@ -86,10 +85,10 @@ def test_scrub_removes_the_secret_and_its_url_encoded_form() -> None:
 
 
 @pytest.mark.parametrize("driver", [VSpherePower, RedfishPower, IpmiLanPower])
-def test_each_driver_has_the_power_driver_shape_and_refuses_another_type(driver: type) -> None:
-    kinds = {VSpherePower: "vsphere", RedfishPower: "redfish", IpmiLanPower: "ipmi"}
+def test_each_driver_opens_on_its_own_type_and_refuses_another_type(driver: type) -> None:
+    # Their PowerDriver shape (drivers/base.py) is mypy's to check: orchestrator/drivers/__init__.py.
+    kinds: dict[type, str] = {VSpherePower: "vsphere", RedfishPower: "redfish", IpmiLanPower: "ipmi"}
     right = driver(ctl(type=kinds[driver]))
-    assert isinstance(right, PowerDriver)
     assert callable(right.close) and callable(right.evidence)
     wrong = "ipmi" if kinds[driver] != "ipmi" else "redfish"
     with pytest.raises(DriverError, match="given to the"):

@@ -577,7 +577,7 @@ def _fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, shape:
     from fakes import FakeCampus
 
     from orchestrator.config import Settings
-    from orchestrator.executor import ApprovalPolicy, Executor, Recorder, RunOptions
+    from orchestrator.executor import ApprovalPolicy, Executor, Recorder, ResumeState, RunOptions
     from orchestrator.inventory import load_inventory
     from orchestrator.model import Mode
     from orchestrator.planner import build_plan
@@ -600,7 +600,8 @@ def _fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, shape:
                          power_off_timeout_s=1.0, approve=ApprovalPolicy.ALL)
     try:
         result = Executor(inventory=inventory, plan=plan, settings=settings, run_id=run_id, run_dir=run_dir,
-                          recorder=Recorder(journal), options=options, attestations=attestations).run()
+                          recorder=Recorder(journal), options=options,
+                          resume=ResumeState(attestations=attestations or {})).run()
         journal.emit("run-finished", status=result.status, left=[{"step_id": s, "reason": r} for s, r in result.left])
     finally:
         journal.close()
@@ -664,3 +665,38 @@ def test_the_report_says_how_each_held_back_host_was_cleared(tmp_path: Path, mon
     doc = json.loads(render_report(report, "json"))
     assert {c["host"]: c["text"] for c in doc["clearances"]} == {
         "db1": "attested by Jan Peeters: physically disconnected, not verified", "triage1": "power driver: off"}
+
+
+def _run_with(path: Path, *emitted: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's journal: run-started, then these records (as their writers write them), then run-finished."""
+    clock = FakeClock(START)
+    j = Journal.create(path, RUN_ID, clock=clock)
+    j.emit("run-started", operator="oncall@laptop", host="laptop", pid=1, argv=["orchestrator"], mode="restore",
+           plan_id="c0ffee" * 10 + "abcd", inventory="tests/data/small.yml", inventory_sha256="ab" * 32,
+           plan=shutdown_plan(), scope={}, site="example-hospital", timezone="Europe/Brussels", topology=None)
+    for kind, fields in emitted:
+        clock.advance(1)
+        j.emit(kind, **fields)
+    j.emit("run-finished", status="failed", counts={}, left=[])
+    j.close()
+    return read_journal(path)
+
+
+def test_a_refused_gate_shows_what_was_refused_in_the_approvals(tmp_path: Path) -> None:
+    records = _run_with(tmp_path / "j.jsonl", ("gate-refused", {
+        "gate": "gate:tier-0", "approver": "oncall@laptop", "how": "no approval given",
+        "summary": "tier-0: passed none; quarantined ant-ad1"}))
+    (approval,) = build_report(records).approvals
+    assert not approval.approved and approval.reason == "tier-0: passed none; quarantined ant-ad1"
+    assert "| REFUSED: tier-0: passed none; quarantined ant-ad1 |" in render_report(build_report(records), "md")
+
+
+def test_a_taken_over_lock_names_its_holder_and_why_it_was_stale(tmp_path: Path) -> None:
+    # runs.py journals the stale lock as lock.stale.as_dict(): the holder's fields and the reason, under "holder"
+    holder = {"pid": 4242, "host": "laptop", "user": "jan", "run_id": "20260113T050000Z-0ld000",
+              "command": "shutdown", "started": "2026-01-13T05:00:00Z", "proc_start": None,
+              "reason": "process 4242 no longer exists"}
+    r = build_report(_run_with(tmp_path / "j.jsonl", ("lock-taken-over", {"holder": holder})))
+    (entry,) = [e for e in r.timeline if e.type == "lock-taken-over"]
+    assert entry.summary == "stale run lock taken over (pid 4242: process 4242 no longer exists)"
+    assert entry in r.interruptions

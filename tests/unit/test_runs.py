@@ -159,7 +159,7 @@ def test_an_interrupted_run_resumes_without_redoing_verified_steps(
     assert recs[-1]["type"] == "run-finished" and recs[-1]["status"] == "completed"
     assert [m["name"] for m in recs if m["type"] == "milestone"] == ["contained", "shutdown-complete"]
     state = read_run(settings, run_id)
-    assert state.finished is not None and state.finished["status"] == "completed"
+    assert state.finished is not None and state.finished.status == "completed"
     summary = run_summary(settings, run_id)
     assert summary["status"] == "completed" and summary["left"] == []
     assert summary["time_to_shutdown_s"] is not None

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
@@ -29,7 +30,7 @@ from orchestrator.model import Credential, Host, Inventory, Site
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     d = tmp_path_factory.mktemp("keys")
     client = paramiko.ECDSAKey.generate()
     key_file = d / "id_ecdsa"
@@ -50,8 +51,8 @@ def _stranger(d: Path) -> Path:
 
 
 @pytest.fixture
-def server(keys: dict[str, object]) -> Iterator[LoopbackSshServer]:
-    srv = LoopbackSshServer(keys["host"], keys["client"])  # type: ignore[arg-type]
+def server(keys: dict[str, Any]) -> Iterator[LoopbackSshServer]:
+    srv = LoopbackSshServer(keys["host"], keys["client"])
     yield srv
     srv.stop()
 
@@ -79,15 +80,15 @@ def _inventory(cred: Credential) -> Inventory:
     )
 
 
-def _known_hosts(tmp_path: Path, port: int, key: object) -> Path:
+def _known_hosts(tmp_path: Path, port: int, key: paramiko.PKey) -> Path:
     path = tmp_path / "known_hosts"
-    path.write_text(known_hosts_line(port, key))  # type: ignore[arg-type]
+    path.write_text(known_hosts_line(port, key))
     return path
 
 
 @pytest.fixture
 def driver(
-    server: LoopbackSshServer, keys: dict[str, object], tmp_path: Path
+    server: LoopbackSshServer, keys: dict[str, Any], tmp_path: Path
 ) -> Iterator[tuple[SshDriver, Credential]]:
     kh = _known_hosts(tmp_path, server.port, keys["host"])
     cred = Credential(name="lab", username=USER, key_file=str(keys["key_file"]), known_hosts=str(kh))
@@ -153,7 +154,7 @@ def test_command_timeout(driver: tuple[SshDriver, Credential]) -> None:
 
 
 def test_strict_host_key_mismatch_is_refused_loudly(
-    server: LoopbackSshServer, keys: dict[str, object], tmp_path: Path
+    server: LoopbackSshServer, keys: dict[str, Any], tmp_path: Path
 ) -> None:
     kh = _known_hosts(tmp_path, server.port, keys["other_host"])
     cred = Credential(name="lab", username=USER, key_file=str(keys["key_file"]), known_hosts=str(kh))
@@ -167,7 +168,7 @@ def test_strict_host_key_mismatch_is_refused_loudly(
 
 @pytest.mark.parametrize("file_exists", [True, False])
 def test_unknown_host_key_is_refused_and_never_learnt(
-    server: LoopbackSshServer, keys: dict[str, object], tmp_path: Path, file_exists: bool
+    server: LoopbackSshServer, keys: dict[str, Any], tmp_path: Path, file_exists: bool
 ) -> None:
     kh = tmp_path / "known_hosts"
     if file_exists:
@@ -181,7 +182,7 @@ def test_unknown_host_key_is_refused_and_never_learnt(
     assert kh.exists() == file_exists
 
 
-def test_wrong_key_is_auth_failed(server: LoopbackSshServer, keys: dict[str, object], tmp_path: Path) -> None:
+def test_wrong_key_is_auth_failed(server: LoopbackSshServer, keys: dict[str, Any], tmp_path: Path) -> None:
     kh = _known_hosts(tmp_path, server.port, keys["host"])
     cred = Credential(name="lab", username=USER, key_file=str(keys["stranger_file"]), known_hosts=str(kh))
     with SshDriver(_inventory(cred), port=server.port) as drv, pytest.raises(AuthFailedError) as info:
@@ -191,7 +192,7 @@ def test_wrong_key_is_auth_failed(server: LoopbackSshServer, keys: dict[str, obj
 
 
 def test_password_from_env_and_never_in_errors(
-    server: LoopbackSshServer, keys: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: LoopbackSshServer, keys: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kh = _known_hosts(tmp_path, server.port, keys["host"])
     cred = Credential(name="pw", username=USER, password_env="ORCH_TEST_PW", known_hosts=str(kh))
@@ -215,7 +216,7 @@ def test_missing_key_file_is_auth_failed_with_hint(tmp_path: Path) -> None:
     assert "does not exist" in str(info.value) and info.value.hint
 
 
-def test_connection_refused_and_silent_port_are_unreachable(keys: dict[str, object], tmp_path: Path) -> None:
+def test_connection_refused_and_silent_port_are_unreachable(keys: dict[str, Any], tmp_path: Path) -> None:
     cred = Credential(name="lab", username=USER, key_file=str(keys["key_file"]))
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -269,7 +270,7 @@ def test_unreadable_key_file_is_auth_failed_without_content(tmp_path: Path) -> N
 
 
 def test_a_credential_can_give_slow_hosts_a_longer_connect_timeout_and_a_stalled_greeting_is_tried_twice(
-    keys: dict[str, object],
+    keys: dict[str, Any],
 ) -> None:
     silent = socket.socket()  # accepts TCP but never speaks SSH
     silent.bind(("127.0.0.1", 0))

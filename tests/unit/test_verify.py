@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
+from orchestrator.drivers.base import CommandResult, PowerState
 from orchestrator.inventory import load_inventory
-from orchestrator.model import Host, Inventory
+from orchestrator.model import Credential, Host, Inventory
 from orchestrator.verify import Probes
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "fake-campus.yml"
 
 
 class Knocks:
-    """A stub SSH driver that counts port knocks and answers from a set of addresses."""
+    """A stub SSH driver (``SshRunner``) that counts port knocks and answers from a set of addresses;
+    these probes never run a command."""
 
     def __init__(self, answering: set[str]) -> None:
         self.answering = answering
@@ -24,13 +27,34 @@ class Knocks:
         self.knocked.append(address)
         return address in self.answering
 
+    def run(self, host: str, command: str, timeout_s: float = 30.0, *, stdin: str | None = None) -> CommandResult:
+        raise AssertionError(f"no command expected, got {command!r} on {host}")
+
+    def run_at(self, address: str, credential: Credential, command: str, timeout_s: float = 30.0, *,
+               stdin: str | None = None, port: int | None = None) -> CommandResult:
+        raise AssertionError(f"no command expected, got {command!r} at {address}")
+
+    def treat_as_suspect(self, hosts: Iterable[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 class Power:
-    def __init__(self, state: str) -> None:
-        self.value = state
+    """A stub power driver that always reports one state and is never asked to act."""
 
-    def state(self, name: str) -> str:
+    def __init__(self, state: PowerState) -> None:
+        self.value: PowerState = state
+
+    def state(self, name: str) -> PowerState:
         return self.value
+
+    def power_on(self, name: str) -> None:
+        raise AssertionError("a probe never powers on")
+
+    def power_off(self, name: str, graceful: bool) -> None:
+        raise AssertionError("a probe never powers off")
 
 
 @pytest.fixture

@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import VM_LAB_YML, orch
 from pinned_ssh import PinnedSsh, RemoteResult
 
 from orchestrator.inventory import load_inventory
 from orchestrator.lab import LabStatus, MachineStatus, SshLogin, vm
 from orchestrator.model import Inventory
 
-REPO = Path(__file__).resolve().parents[2]
-VM_INVENTORY = REPO / "inventories" / "vm-lab.yml"
-CLI = str(REPO / ".venv" / "bin" / "orchestrator")
+VM_INVENTORY = VM_LAB_YML
+SLOW = 1800  # seconds: emulated VMs
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,17 +57,6 @@ def vm_inventory() -> Inventory:
     return load_inventory(VM_INVENTORY)
 
 
-def orchestrator_cli(
-    *args: str, timeout: float = 1800, state_dir: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The console script, as a user runs it (no stdin)."""
-    env = {**os.environ}
-    if state_dir is not None:
-        env["ORCHESTRATOR_STATE_DIR"] = str(state_dir)
-    return subprocess.run([CLI, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
-                          timeout=timeout, cwd=REPO, check=False)
-
-
 @pytest.fixture(scope="session")
 def vm_lab(vm_inventory: Inventory) -> Iterator[LabStatus]:
     """``orchestrator lab up INVENTORY --provider vagrant --json``, once per session."""
@@ -78,7 +66,7 @@ def vm_lab(vm_inventory: Inventory) -> Iterator[LabStatus]:
     if missing:
         pytest.fail("missing system packages for the VM lab: " + " ".join(missing) + " (scripts/vagrant-tier.sh)")
     started = time.monotonic()
-    res = orchestrator_cli("lab", "up", str(VM_INVENTORY), "--provider", "vagrant", "--json")
+    res = orch(None, "lab", "up", VM_INVENTORY, "--provider", "vagrant", "--json", timeout=SLOW)
     print(f"\nvm lab up: {time.monotonic() - started:.0f} s; its progress:\n{res.stderr}")
     assert res.returncode == 0, f"lab up --provider vagrant failed (exit {res.returncode}):\n{res.stdout}{res.stderr}"
     if os.environ.get("ORCHESTRATOR_VM_TIER_FIRST_TIME") == "1":
@@ -95,7 +83,7 @@ def vm_lab(vm_inventory: Inventory) -> Iterator[LabStatus]:
     )
     yield LabStatus(machines)
     if not os.environ.get("ORCHESTRATOR_LAB_KEEP"):
-        down = orchestrator_cli("lab", "down", str(VM_INVENTORY), "--provider", "vagrant")
+        down = orch(None, "lab", "down", VM_INVENTORY, "--provider", "vagrant", timeout=SLOW)
         assert down.returncode == 0, down.stdout + down.stderr
 
 

@@ -11,7 +11,6 @@ tell one incident. Software emulation is slow, so every step is one the story ne
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -19,18 +18,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cli_helpers
 import paramiko
 import pytest
+from cli_helpers import VM_LAB_YML, last_run_id, records
 
 from orchestrator.drivers.power import VagrantPower
-from orchestrator.journal import read_journal
 from orchestrator.lab import LabStatus, vm
 from orchestrator.lab.vagrant import domain_name
 from orchestrator.model import Inventory
 
-REPO = Path(__file__).resolve().parents[2]
-CLI = str(REPO / ".venv" / "bin" / "orchestrator")
-INV = str(REPO / "inventories" / "vm-lab.yml")
+INV = VM_LAB_YML
 TAMPERED = "vm-ws1"
 PLANTED_BINARY = "/usr/local/bin/updater"
 INTRUDER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFake intruder"
@@ -42,19 +40,9 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("vm-state")
 
 
-def orch(state_dir: Path | None, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    """The console script, as a user runs it (no stdin), on this incident's state directory."""
-    env = {**os.environ, **({"ORCHESTRATOR_STATE_DIR": str(state_dir)} if state_dir else {})}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
-                          timeout=timeout, cwd=REPO, check=False)
-
-
-def last_run_id(state_dir: Path) -> str:
-    return sorted(p.name for p in (state_dir / "runs").iterdir())[-1]
-
-
-def records(state_dir: Path, run_id: str) -> list[dict[str, Any]]:
-    return read_journal(state_dir / "runs" / run_id / "journal.jsonl")
+def orch(state_dir: Path | None, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The console script on this incident's state directory; emulated VMs are slow."""
+    return cli_helpers.orch(state_dir, *args, timeout=1800)
 
 
 def pings(run: Run, machine: str, address: str) -> bool:

@@ -30,7 +30,7 @@ import jinja2
 from orchestrator.errors import DriverError, UnknownDriverError
 from orchestrator.model import Device, Link, Segment
 
-TEMPLATE_DIR = Path(__file__).parent / "templates" / "devices"
+TEMPLATE_DIR = Path(__file__).parents[1] / "templates" / "devices"
 
 PLATFORMS: tuple[str, ...] = (
     "linux",
@@ -51,7 +51,6 @@ CHANGE_ACTIONS: tuple[str, ...] = ("cut-link", "restore-link", "isolate-segment"
 READ_ACTIONS: tuple[str, ...] = ("backup-config", "show")
 ACTIONS: tuple[str, ...] = (*READ_ACTIONS, *CHANGE_ACTIONS)
 SEGMENT_ACTIONS = frozenset({"isolate-segment", "reconnect-segment"})
-LINK_ACTIONS = frozenset({"cut-link", "restore-link"})
 
 # Platforms whose candidate configuration must be committed after the change.
 COMMIT_PLATFORMS = frozenset({"juniper_junos", "paloalto_panos"})
