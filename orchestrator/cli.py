@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from orchestrator.drivers.ssh import SshDriver
     from orchestrator.executor import ApprovalPolicy, RunOptions, RunResult
     from orchestrator.lab import LabStatus
+    from orchestrator.power_status import PowerStatus
 
 console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 160)
@@ -203,12 +204,22 @@ def render_plan(the_plan: Plan) -> None:
             table.add_row(str(wave.index) if i == 0 else "", wave.phase.value if i == 0 else "", Text(action),
                           Text(", ".join(targets)))
     console.print(table)
+    ordered = [step for step in the_plan.steps() if step.reason]
+    if ordered:
+        console.print("[bold]Why hypervisors and storage are where they are[/]:")
+        for step in ordered:
+            console.print(f"  wave {_wave_of(the_plan, step.id)} {step.id}: {step.reason}", markup=False,
+                          soft_wrap=True)
     if the_plan.kept:
         console.print("[bold]Stays running[/] (never powered off; its segment is still isolated):")
         for host, why in the_plan.kept.items():
             console.print(f"  {host}: {why}", markup=False, soft_wrap=True)
     console.print(f"{len(the_plan.steps())} steps in {len(the_plan.waves)} waves; "
                   f"inventory sha256 {the_plan.inventory_sha256[:12]}", markup=False)
+
+
+def _wave_of(the_plan: Plan, step_id: str) -> int:
+    return next(w.index for w in the_plan.waves if any(s.id == step_id for s in w.steps))
 
 
 # --------------------------------------------------------------------------------------------
@@ -996,6 +1007,66 @@ def integrity_check(ctx: click.Context, inventory_path: str, campuses: tuple[str
 def fail(message: str, code: int) -> NoReturn:
     err_console.print(f"[red]error[/] {lit(message)}", soft_wrap=True)
     raise Exit(code)
+
+
+@cli.group("power")
+def power_group() -> None:
+    """Out-of-band power controllers (vSphere, Redfish, IPMI)."""
+
+
+@power_group.command("status")
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
+@scope_options
+@click.option("--no-probe", is_flag=True, help="Do not compare with each host's own probe (its SSH port).")
+@click.option("--json", "as_json", is_flag=True)
+def power_status_cmd(inventory_path: str, campuses: tuple[str, ...], segments: tuple[str, ...],
+                     hosts: tuple[str, ...], no_probe: bool, as_json: bool) -> None:
+    """Read-only: every host's power state from its controller (nothing is powered on or off).
+
+    Exit 1 when a controller could not be reached or refused the login, or a host's state is unknown."""
+    from orchestrator.drivers import open_ssh
+    from orchestrator.power_status import read_power_status
+
+    inventory = load(inventory_path)
+    scope = make_scope(campuses, segments, hosts)
+    ssh = None if no_probe else open_ssh(inventory)
+    try:
+        report = read_power_status(inventory, scope, ssh=ssh)
+    finally:
+        if ssh is not None:
+            ssh.close()
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        render_power_status(report)
+    unknown = any(h.state == "unknown" for h in report.hosts)
+    raise Exit(EXIT_FAILED if unknown or report.failed_controllers else EXIT_OK)
+
+
+POWER_COLOURS = {"on": "green", "off": "blue", "unknown": "red"}
+
+
+def render_power_status(report: PowerStatus) -> None:
+    if not report.hosts:
+        console.print("no host in scope has a power controller (power: {controller: ...})", markup=False)
+        return
+    table = Table(title=Text("power status (read from each host's controller)"))
+    for column in ("host", "controller", "state", "probe", "evidence"):
+        table.add_column(column)
+    for h in report.hosts:
+        state = Text(h.state + (" MISMATCH" if h.mismatch else ""), style=POWER_COLOURS[h.state])
+        table.add_row(Text(h.name), Text(h.controller), state, Text(h.probe or "not probed"),
+                      Text(h.error if h.error else h.evidence))
+    console.print(table)
+    for c in report.controllers:
+        if not c.ok:
+            console.print(f"[red]controller failed[/] {lit(c.name)} ({lit(c.endpoint)}): {lit(c.error)}"
+                          + (f" (fix: {lit(c.hint)})" if c.hint else ""), soft_wrap=True)
+        if c.logout_error:
+            console.print(f"[yellow]logout failed[/] {lit(c.name)}: {lit(c.logout_error)}", soft_wrap=True)
+    for h in report.mismatches:
+        console.print(f"[yellow]mismatch[/] {lit(h.name)}: the controller says {h.state} while SSH "
+                      f"{'answers' if h.probe == 'answers' else 'is silent'}", soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -42,6 +42,7 @@ class Credential:
     username: str
     key_file: str | None = None
     password_env: str | None = None
+    password_file: str | None = None  # a file holding the password (power controllers)
     known_hosts: str | None = None
     connect_timeout_s: float | None = None  # connect, banner and auth; None: the driver's default (5 s)
     # A password (password_env) may be sent to a host presumed compromised (restore-time checks)
@@ -93,6 +94,48 @@ class Link:
     peer_address: IPv4Address | None = None  # a reachable address on the far side (labs, probes)
 
 
+class HostKind(StrEnum):
+    SERVER = "server"
+    HYPERVISOR = "hypervisor"  # runs VMs (``runs_on`` names it): stops after them, starts before them
+    STORAGE = "storage"  # holds VMs' disks (``stored_on`` names it): stops last, starts first
+
+
+class ControllerType(StrEnum):
+    VSPHERE = "vsphere"
+    REDFISH = "redfish"
+    IPMI = "ipmi"
+
+
+@dataclass(frozen=True)
+class PowerControllerSpec:
+    """A power controller as the inventory describes it (``power_controllers:``): where it is, which
+    credential logs in, how its TLS is trusted. ``address`` is as written (``host``, ``host:port`` or,
+    for vsphere and redfish, ``https://host[:port]``); ``ca_file`` is resolved against the inventory's
+    directory. ``orchestrator.drivers.power_controllers.controller_from_inventory`` makes the driver's
+    ``PowerController`` of it."""
+
+    name: str
+    type: ControllerType
+    address: str
+    credentials: str
+    port: int | None = None
+    ca_file: str | None = None
+    verify_tls: bool = True
+    allow_http: bool = False  # a lab simulator only
+    connect_timeout_s: float | None = None
+    operation_timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PowerTarget:
+    """A host's structured ``power:``: its controller, and what it is called there (a vSphere VM's
+    name or moref, a Redfish Systems member id; an IPMI BMC powers its one server)."""
+
+    controller: str
+    vm: str | None = None
+    system: str | None = None
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -106,9 +149,18 @@ class Host:
     depends_on: tuple[str, ...] = ()
     services: tuple[str, ...] = ()
     keep_running: bool = False
-    power: str | None = None
+    power: str | None = None  # a short form: lab, vagrant, manual
     integrity: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict)
+    kind: HostKind = HostKind.SERVER
+    runs_on: tuple[str, ...] = ()  # the hypervisor(s) this VM runs on
+    stored_on: tuple[str, ...] = ()  # the storage host(s) holding its disks
+    power_target: PowerTarget | None = None  # a structured power: (a controller of power_controllers)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Every host this one needs running: its dependencies, hypervisors and storage."""
+        return tuple(dict.fromkeys((*self.depends_on, *self.runs_on, *self.stored_on)))
 
 
 @dataclass(frozen=True)
@@ -151,9 +203,11 @@ class Inventory:
     credentials: Mapping[str, Credential]
     version: int = 1
     lab: LabSettings | None = None
+    power_controllers: Mapping[str, PowerControllerSpec] = field(default_factory=dict)
 
     def keep_reasons(self) -> dict[str, str]:
-        """Hosts that must never be powered off, each with why."""
+        """Hosts that must never be powered off, each with why. A kept VM keeps the hypervisors it
+        runs on and the storage holding it running too (and theirs, in turn)."""
         reasons: dict[str, str] = {}
         for host in self.hosts.values():
             if host.keep_running:
@@ -162,6 +216,13 @@ class Inventory:
             for host in self.hosts.values():
                 if host.name in island.hosts or host.segment in island.segments:
                     reasons.setdefault(host.name, f"island {island.name}: {island.reason}")
+        pending = sorted(reasons)
+        while pending:
+            kept = self.hosts[pending.pop(0)]
+            for under, verb in [(h, "runs") for h in kept.runs_on] + [(h, "stores") for h in kept.stored_on]:
+                if under in self.hosts and under not in reasons:
+                    reasons[under] = f"{verb} kept host {kept.name}"
+                    pending.append(under)
         return dict(sorted(reasons.items()))
 
     def hosts_in_segment(self, segment: str) -> tuple[Host, ...]:
@@ -224,6 +285,7 @@ class Step:
     device: str | None = None
     requires: tuple[str, ...] = ()  # step ids that must have succeeded first
     tier: int | None = None
+    reason: str | None = None  # why it is ordered where it is, when that is not obvious (hypervisors, storage)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "action": self.action.value, "target": self.target}
@@ -233,6 +295,8 @@ class Step:
             out["tier"] = self.tier
         out["requires"] = list(self.requires)
         out["verify"] = self.verify
+        if self.reason is not None:
+            out["reason"] = self.reason
         return out
 
 

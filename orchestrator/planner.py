@@ -28,6 +28,7 @@ from orchestrator.gcutil import gc_paused
 from orchestrator.model import (
     Action,
     Host,
+    HostKind,
     Inventory,
     LinkKind,
     Mode,
@@ -158,14 +159,81 @@ def _containment_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase
     return waves
 
 
+def needs_of(inventory: Inventory) -> dict[str, tuple[str, ...]]:
+    """What each host needs running: its depends_on, the hypervisors it runs on and the storage it is
+    stored on, and, for a hypervisor, the storage holding the VMs it runs (storage stops after the
+    hypervisors that mount it, and starts before them, unless its tier comes later or it needs that
+    hypervisor itself, as a storage VM does)."""
+    hosts = inventory.hosts
+    needs = {name: host.needs for name, host in hosts.items()}
+    for host in hosts.values():
+        for hypervisor in host.runs_on:
+            if hypervisor in needs:
+                extra = [s for s in host.stored_on if s != hypervisor and s not in needs[hypervisor]
+                         and s in hosts and hosts[s].tier <= hosts[hypervisor].tier
+                         and not _reaches(needs, s, hypervisor)]
+                needs[hypervisor] = (*needs[hypervisor], *extra)
+    return needs
+
+
+def _reaches(needs: Mapping[str, Iterable[str]], start: str, goal: str) -> bool:
+    """Whether ``start`` needs ``goal``, directly or through others."""
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in needs.get(todo.pop(), ()):
+            if nxt == goal:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return False
+
+
+def _names(names: Iterable[str], limit: int = 6) -> str:
+    listed = sorted(names)
+    more = f" and {len(listed) - limit} more" if len(listed) > limit else ""
+    return ", ".join(listed[:limit]) + more
+
+
+def _stop_reason(inventory: Inventory, host: str, dependents: Iterable[str]) -> str | None:
+    """Why a hypervisor or storage host stops where it does (None for other hosts: depends_on says it)."""
+    kind = inventory.hosts[host].kind
+    if kind is HostKind.HYPERVISOR:
+        vms = [d for d in dependents if host in inventory.hosts[d].runs_on]
+        return f"hypervisor: runs VMs {_names(vms)}; stops after they are verified off" if vms else None
+    if kind is HostKind.STORAGE:
+        stored = [d for d in dependents if host in inventory.hosts[d].stored_on]
+        mounts = [d for d in dependents if inventory.hosts[d].kind is HostKind.HYPERVISOR and d not in stored]
+        parts = [f"stores {_names(stored)}"] if stored else []
+        parts += [f"holds VMs of {_names(mounts)}"] if mounts else []
+        return f"storage: {'; '.join(parts)}; stops after them" if parts else None
+    return None
+
+
+def _start_reason(inventory: Inventory, host: str, dependents: Iterable[str]) -> str | None:
+    """Why a VM, a hypervisor or a storage host starts where it does (None for other hosts)."""
+    h = inventory.hosts[host]
+    waiting = sorted(dependents)
+    if h.kind is HostKind.HYPERVISOR and waiting:
+        return f"hypervisor: starts before the VMs it runs, {_names(waiting)}"
+    if h.kind is HostKind.STORAGE and waiting:
+        return f"storage: starts before what it holds, {_names(waiting)}"
+    parts = ([f"runs on {_names(h.runs_on)}"] if h.runs_on else []) + (
+        [f"stored on {_names(h.stored_on)}"] if h.stored_on else [])
+    return f"{'; '.join(parts)}: starts after them" if parts else None
+
+
 def _shutdown_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, list[Step]]]:
     kept = inventory.keep_reasons()
+    _refuse_stranded_vms(inventory, sel, kept)
     stoppable = [h for h in sel.hosts if h not in kept]
     stoppable_set = set(stoppable)
+    needs = needs_of(inventory)
     # dependents of a host must stop before it: edges from each host to the hosts that depend on it
+    # (through depends_on, runs_on and stored_on: VMs before their hypervisor, storage last)
     dependents: dict[str, list[str]] = {h: [] for h in stoppable}
     for h in stoppable:
-        for dep in inventory.hosts[h].depends_on:
+        for dep in needs[h]:
             if dep in stoppable_set:
                 dependents[dep].append(h)
     waves = []
@@ -173,10 +241,28 @@ def _shutdown_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, l
         waves.append((Phase.SHUTDOWN, [
             Step(id=f"stop-host:{h}", action=Action.STOP_HOST, target=h,
                  requires=tuple(f"stop-host:{d}" for d in sorted(dependents[h])),
-                 verify=_stop_verify(inventory.hosts[h]))
+                 verify=_stop_verify(inventory.hosts[h]), reason=_stop_reason(inventory, h, dependents[h]))
             for h in group
         ]))
     return waves
+
+
+def _refuse_stranded_vms(inventory: Inventory, sel: Selection, kept: Mapping[str, str]) -> None:
+    """A shutdown scoped to a hypervisor or storage host but not to every VM on it would take them
+    down unplanned (unverified, out of order): refused, naming them."""
+    selected = set(sel.hosts)
+    stranded: dict[str, list[str]] = {}
+    for host in inventory.hosts.values():
+        if host.name in selected or host.name in kept:
+            continue
+        for under in (*host.runs_on, *host.stored_on):
+            if under in selected and under not in kept:
+                stranded.setdefault(under, []).append(host.name)
+    if stranded:
+        what = "; ".join(f"{h} holds {_names(vms)}" for h, vms in sorted(stranded.items()))
+        raise UsageError(f"the scope stops hypervisors or storage but not every VM on them ({what})",
+                         target="--host/--segment/--campus",
+                         hint="add those VMs to the scope (--host NAME), or leave the hypervisor or storage out")
 
 
 def _restore_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, list[Step]]]:
@@ -190,14 +276,20 @@ def _restore_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, li
         if host.segment in sel.segments:
             last_tier[host.segment] = max(last_tier.get(host.segment, host.tier), host.tier)
     empty_segments = [s for s in sel.segments if s not in last_tier]
+    needs = needs_of(inventory)
+    placed_on: dict[str, list[str]] = {}  # hypervisor or storage -> the selected hosts placed on it
+    for h in sel.hosts:
+        for under in (*inventory.hosts[h].runs_on, *inventory.hosts[h].stored_on):
+            placed_on.setdefault(under, []).append(h)
     for tier in tiers:
         in_tier = sorted(h for h in sel.hosts if inventory.hosts[h].tier == tier)
-        deps = {h: list(inventory.hosts[h].depends_on) for h in in_tier}
+        deps = {h: list(needs[h]) for h in in_tier}
         for group in _group(_levels(in_tier, deps)):
             waves.append((Phase.RESTORE, [
                 Step(id=f"start-host:{h}", action=Action.START_HOST, target=h, tier=tier,
-                     requires=_start_requires(inventory, h, tier, selected),
-                     verify=f"SSH on {inventory.hosts[h].management_address}:22 answers with its pinned host key")
+                     requires=_start_requires(inventory, needs[h], tier, selected),
+                     verify=f"SSH on {inventory.hosts[h].management_address}:22 answers with its pinned host key",
+                     reason=_start_reason(inventory, h, placed_on.get(h, ())))
                 for h in group
             ]))
         waves.append((Phase.RESTORE, [
@@ -239,11 +331,11 @@ def _restore_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, li
     return waves
 
 
-def _start_requires(inventory: Inventory, host: str, tier: int, selected: set[str]) -> tuple[str, ...]:
-    """A host starts after its dependencies: same-tier ones started, lower-tier ones proven healthy
-    (so nothing starts on top of a quarantined host)."""
+def _start_requires(inventory: Inventory, needs: Iterable[str], tier: int, selected: set[str]) -> tuple[str, ...]:
+    """A host starts after what it needs (dependencies, hypervisors, storage): same-tier ones started,
+    lower-tier ones proven healthy (so nothing starts on top of a quarantined host)."""
     out = []
-    for dep in inventory.hosts[host].depends_on:
+    for dep in needs:
         if dep in selected:
             same = inventory.hosts[dep].tier == tier
             out.append(f"start-host:{dep}" if same else f"check-health:{dep}")
@@ -328,7 +420,8 @@ def plan_from_dict(document: Mapping[str, object]) -> Plan:
         waves = tuple(
             Wave(index=int(w["index"]), phase=Phase(w["phase"]), steps=tuple(
                 Step(id=s["id"], action=Action(s["action"]), target=s["target"], verify=s["verify"],
-                     device=s.get("device"), requires=tuple(s.get("requires", ())), tier=s.get("tier"))
+                     device=s.get("device"), requires=tuple(s.get("requires", ())), tier=s.get("tier"),
+                     reason=s.get("reason"))
                 for s in w["steps"]))
             for w in waves_doc
         )

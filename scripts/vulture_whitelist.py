@@ -62,6 +62,9 @@ _.suid
 _.WAN
 _.PARTNER
 _.PENDING
+_.VSPHERE  # power controller types (model.ControllerType), built from the file's `type:`
+_.REDFISH
+_.IPMI
 
 # Fields read by the report templates (orchestrator/templates/report/*.j2).
 _.label2

@@ -207,6 +207,11 @@ def host_vars(inventory: Inventory, host: Host, kept_reason: str | None) -> dict
         out["orchestrator_campus"] = host.campus
     if host.power:
         out["orchestrator_power"] = host.power
+    if host.kind.value != "server":
+        out["orchestrator_kind"] = host.kind.value
+    if host.runs_on or host.stored_on:  # the manual fallback's order: VMs before these (orchestrator plan)
+        out["orchestrator_runs_on"] = list(host.runs_on)
+        out["orchestrator_stored_on"] = list(host.stored_on)
     if kept_reason is not None:
         out["orchestrator_kept_reason"] = kept_reason
     return out

@@ -14,7 +14,8 @@ appears in an exception, a log or evidence (``scrub`` removes it from any text t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
@@ -26,8 +27,11 @@ if TYPE_CHECKING:
     from orchestrator.drivers.ipmi import IpmiLanPower
     from orchestrator.drivers.redfish import RedfishPower
     from orchestrator.drivers.vsphere import VSpherePower
+    from orchestrator.model import Credential, PowerControllerSpec
 
 ControllerType = Literal["vsphere", "redfish", "ipmi"]
+_LABEL = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}"
+_HOST_NAME = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*\.?|[0-9A-Fa-f:.]+)$")  # a DNS name or an IP address
 CONTROLLER_TYPES: tuple[ControllerType, ...] = ("vsphere", "redfish", "ipmi")
 DEFAULT_PORTS: dict[ControllerType, int] = {"vsphere": 443, "redfish": 443, "ipmi": 623}
 
@@ -81,17 +85,27 @@ class PowerController:
                      **kwargs: object) -> PowerController:
         """Build from an inventory-style address: ``host``, ``host:port``, ``https://host[:port]``."""
         text = address if "://" in address else f"//{address}"
-        parts = urlsplit(text)
+        not_an_address = DriverError(f"not a controller address: {address!r}", target=name,
+                                     hint="write host, host:port or https://host[:port]")
+        try:
+            parts = urlsplit(text)
+        except ValueError:  # an unclosed IPv6 bracket
+            raise not_an_address from None
+        if "@" in parts.netloc:
+            raise DriverError("the address carries a login (user@ or user:password@)", target=name,
+                              hint="remove it: the login comes from the controller's credentials, by reference")
         scheme = parts.scheme or "https"
-        if scheme not in ("https", "http") or not parts.hostname or parts.path.strip("/") or parts.query:
-            raise DriverError(f"not a controller address: {address!r}", target=name,
-                              hint="write host, host:port or https://host[:port]")
+        if scheme not in ("https", "http") or not parts.hostname or parts.path.strip("/") or parts.query \
+                or parts.fragment or not _HOST_NAME.match(parts.hostname):
+            raise not_an_address
         if type == "ipmi" and parts.scheme:
             raise DriverError("an IPMI address has no scheme", target=name, hint="write host or host:port")
         try:
             port = parts.port
         except ValueError:
             raise DriverError(f"bad port in {address!r}", target=name, hint="a port is 1-65535") from None
+        if port == 0:
+            raise DriverError(f"bad port in {address!r}", target=name, hint="a port is 1-65535")
         return cls(name=name, type=type, address=parts.hostname, username=username,
                    port=port, scheme=scheme, **kwargs)  # type: ignore[arg-type]
 
@@ -130,6 +144,23 @@ class PowerController:
         if not self.verify_tls:
             return False
         return str(Path(self.ca_file).expanduser()) if self.ca_file else True
+
+
+def controller_from_inventory(spec: PowerControllerSpec, credential: Credential) -> PowerController:
+    """The driver's ``PowerController`` for an inventory's ``power_controllers:`` entry, logging in with
+    ``credential`` (its username and password reference). DriverError when the entry cannot work."""
+    timeouts: dict[str, float] = {}
+    if spec.connect_timeout_s is not None:
+        timeouts["connect_timeout_s"] = spec.connect_timeout_s
+    if spec.operation_timeout_s is not None:
+        timeouts["operation_timeout_s"] = spec.operation_timeout_s
+    controller = PowerController.from_address(
+        spec.name, spec.type.value, spec.address, credential.username,
+        password_env=credential.password_env, password_file=credential.password_file,
+        ca_file=spec.ca_file, verify_tls=spec.verify_tls, allow_http=spec.allow_http, **timeouts)
+    if spec.port is not None and controller.port is None:
+        controller = replace(controller, port=spec.port)
+    return controller
 
 
 def scrub(text: str, *secrets: str) -> str:

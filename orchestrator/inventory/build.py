@@ -8,18 +8,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.inventory.checks import ipv4
+from orchestrator.inventory.checks import ipv4, placement_names
 from orchestrator.model import (
     Campus,
+    ControllerType,
     Credential,
     Device,
     Host,
+    HostKind,
     Inventory,
     Island,
     LabPeer,
     LabSettings,
     Link,
     LinkKind,
+    PowerControllerSpec,
+    PowerTarget,
     Segment,
     Site,
 )
@@ -56,6 +60,7 @@ def build_inventory(data: Mapping[str, Any], path: str, sha256: str, base_dir: P
         credentials={n: _credential(n, c, base_dir) for n, c in _section(data, "credentials")},
         version=int(data["version"]),
         lab=_lab(data.get("lab")),
+        power_controllers={n: _power_controller(n, p, base_dir) for n, p in _section(data, "power_controllers")},
     )
 
 
@@ -94,14 +99,19 @@ def _link(name: str, k: Mapping[str, Any]) -> Link:
 def _host(name: str, h: Mapping[str, Any], segments: Mapping[str, Segment]) -> Host:
     """A host; its management address defaults to its address, its campus to its segment's."""
     address = _addr(h["address"])
+    power = h.get("power")
     return Host(
         name=name, segment=h["segment"], address=address,
         management_address=_opt_addr(h.get("management_address")) or address,
         credentials=h["credentials"], tier=int(h.get("tier", 0)),
         campus=h.get("campus") or segments[h["segment"]].campus, role=str(h.get("role", "")),
         depends_on=tuple(h.get("depends_on") or ()), services=tuple(h.get("services") or ()),
-        keep_running=bool(h.get("keep_running", False)), power=h.get("power"),
+        keep_running=bool(h.get("keep_running", False)), power=power if isinstance(power, str) else None,
         integrity=tuple(h.get("integrity") or ()), vars=dict(h.get("vars") or {}),
+        kind=HostKind(h.get("kind", "server")), runs_on=tuple(placement_names(h.get("runs_on"))),
+        stored_on=tuple(placement_names(h.get("stored_on"))),
+        power_target=PowerTarget(str(power["controller"]), vm=power.get("vm"), system=power.get("system"))
+        if isinstance(power, dict) else None,
     )
 
 
@@ -111,9 +121,21 @@ def _credential(name: str, c: Mapping[str, Any], base_dir: Path) -> Credential:
         name=name, username=str(c["username"]),
         key_file=resolve_credential_path(c["key_file"], base_dir) if c.get("key_file") else None,
         password_env=c.get("password_env"),
+        password_file=resolve_credential_path(c["password_file"], base_dir) if c.get("password_file") else None,
         known_hosts=resolve_credential_path(c["known_hosts"], base_dir) if c.get("known_hosts") else None,
         connect_timeout_s=float(c["connect_timeout_s"]) if c.get("connect_timeout_s") is not None else None,
         allow_password_on_suspect_hosts=c.get("allow_password_on_suspect_hosts") is True,
+    )
+
+
+def _power_controller(name: str, p: Mapping[str, Any], base_dir: Path) -> PowerControllerSpec:
+    """A power controller: where it is and which credential logs in (a reference, never a secret)."""
+    return PowerControllerSpec(
+        name=name, type=ControllerType(p["type"]), address=str(p["address"]), credentials=str(p["credentials"]),
+        port=p.get("port"), ca_file=resolve_credential_path(p["ca_file"], base_dir) if p.get("ca_file") else None,
+        verify_tls=p.get("verify_tls", True) is not False, allow_http=p.get("allow_http") is True,
+        connect_timeout_s=float(p["connect_timeout_s"]) if p.get("connect_timeout_s") is not None else None,
+        operation_timeout_s=float(p["operation_timeout_s"]) if p.get("operation_timeout_s") is not None else None,
     )
 
 

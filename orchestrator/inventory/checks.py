@@ -194,6 +194,7 @@ class _Sections:
     hosts: Mapping[str, Any]
     islands: Mapping[str, Any]
     credentials: Mapping[str, Any]
+    power_controllers: Mapping[str, Any]
     management: Any  # the management segment's name, as written (None when absent)
 
     @classmethod
@@ -202,6 +203,7 @@ class _Sections:
             campuses=data.get("campuses") or {}, segments=data.get("segments") or {},
             devices=data.get("devices") or {}, links=data.get("links") or {}, hosts=data.get("hosts") or {},
             islands=data.get("islands") or {}, credentials=data.get("credentials") or {},
+            power_controllers=data.get("power_controllers") or {},
             management=(data.get("management") or {}).get("segment"),
         )
 
@@ -242,12 +244,16 @@ def check_semantics(data: Mapping[str, Any], problems: Problems, strict: bool) -
     _check_segments(sections, book, problems)
     _check_overlaps(book.subnets, problems)
     _check_credentials(sections.credentials, problems)
+    _check_power_controllers(sections, problems, strict)
     _check_devices(sections, book, problems)
     _check_links(sections, book, problems)
     _check_hosts(sections, book, problems)
+    _check_password_file_only(sections, problems)
+    _check_power_targets_unique(sections, problems)
     _check_cycles(sections.hosts, problems)
     _check_islands(sections, problems)
     _check_kept(sections, problems, strict)
+    _check_kept_placement(sections, problems, strict)
     lab = data.get("lab")
     if isinstance(lab, dict):
         _check_lab_addresses(lab, book, problems)
@@ -293,10 +299,11 @@ def _check_overlaps(subnets: Mapping[str, ipaddress.IPv4Network], problems: Prob
 
 def _check_credentials(credentials: Mapping[str, Any], problems: Problems) -> None:
     for name, cred in credentials.items():
-        if not cred.get("key_file") and not cred.get("password_env"):
+        if not cred.get("key_file") and not cred.get("password_env") and not cred.get("password_file"):
             problems.add(("credentials", name), "credential has neither key_file nor password_env",
-                         "add 'key_file: PATH' (preferred) or 'password_env: ENV_VAR_NAME'")
-        for key in ("key_file", "known_hosts"):
+                         "add 'key_file: PATH' (preferred) or 'password_env: ENV_VAR_NAME' "
+                         "(power controllers may use 'password_file: PATH')")
+        for key in ("key_file", "known_hosts", "password_file"):
             if isinstance(cred.get(key), str):
                 bad_path = _path_problem(cred[key])
                 if bad_path is not None:
@@ -330,10 +337,12 @@ def _check_hosts(s: _Sections, book: AddressBook, problems: Problems) -> None:
         base: KeyPath = ("hosts", name)
         _ref(host.get("campus"), "campus", s.campuses, (*base, "campus"), problems)
         _check_host_vars_and_power(host, base, problems)
+        _check_host_power_target(s, host, base, problems)
         _ref(host.get("credentials"), "credential", s.credentials, (*base, "credentials"), problems)
         _check_host_segment(s, host, base, problems)
         _check_host_addresses(name, host, base, book, problems)
         _check_host_dependencies(name, host, s.hosts, base, problems)
+        _check_host_placement(name, host, s.hosts, base, problems)
 
 
 def _check_host_vars_and_power(host: Mapping[str, Any], base: KeyPath, problems: Problems) -> None:
@@ -401,10 +410,17 @@ def _check_host_dependencies(name: str, host: Mapping[str, Any], hosts: Mapping[
 
 
 def _check_cycles(hosts: Mapping[str, Any], problems: Problems) -> None:
-    graph = {name: [d for d in (h.get("depends_on") or []) if d != name] for name, h in hosts.items()}
+    """A cycle through depends_on, runs_on and stored_on (each is "needs this host running")."""
+    graph = {name: [d for d in needed_hosts(h) if d != name] for name, h in hosts.items()}
     for cycle in find_cycles(graph):
-        problems.add(("hosts", cycle[0], "depends_on"),
-                     f"dependency cycle between hosts {', '.join(cycle)}",
+        first = hosts[cycle[0]]
+        key = next((k for k in ("depends_on", "runs_on", "stored_on")
+                    if any(d in cycle for d in placement_names(first.get(k)))), "depends_on")
+        placed = any(d in cycle for h in cycle for k in ("runs_on", "stored_on")
+                     for d in placement_names(hosts[h].get(k)))
+        problems.add(("hosts", cycle[0], key),
+                     f"dependency cycle between hosts {', '.join(cycle)}"
+                     + (" (through depends_on, runs_on and stored_on)" if placed else ""),
                      "break the cycle: a host cannot need, directly or through others, a host that needs it")
 
 
@@ -424,14 +440,7 @@ def _check_islands(s: _Sections, problems: Problems) -> None:
 
 def _check_kept(s: _Sections, problems: Problems, strict: bool) -> None:
     """A kept host (keep_running, or on an island) that depends on a host a shutdown stops."""
-    kept: set[str] = set()
-    for name, host in s.hosts.items():
-        if host.get("keep_running") is True:
-            kept.add(name)
-    for island in s.islands.values():
-        for name, host in s.hosts.items():
-            if name in (island.get("hosts") or []) or host.get("segment") in (island.get("segments") or []):
-                kept.add(name)
+    kept = _kept_names(s)
     for name in sorted(kept):
         for i, dep in enumerate(s.hosts[name].get("depends_on") or []):
             if dep in s.hosts and dep not in kept:
@@ -509,3 +518,200 @@ def check_device_commands(inventory: Inventory, problems: Problems, strict: bool
             continue
         path = ("links", name, "interface") if link.interface else ("links", name)
         attempt(path, device.platform, ("cut-link", "restore-link"), device=device, link=link)
+
+
+# --------------------------------------------------------------------------------------------
+# The estate: power controllers, structured power, hypervisors and storage
+# --------------------------------------------------------------------------------------------
+
+# What each controller type calls a host (the key of a host's power: besides controller), if anything.
+_TARGET_KEY: Mapping[str, str | None] = {"vsphere": "vm", "redfish": "system", "ipmi": None}
+_TARGET_HINT: Mapping[str, str] = {
+    "vsphere": "write {controller: NAME, vm: \"VM name or moref\"}",
+    "redfish": "write {controller: NAME, system: \"Systems member id\"} (system may be left out when the BMC "
+               "has one system)",
+    "ipmi": "write {controller: NAME}: an IPMI BMC powers its one server",
+}
+_KIND_OF_KEY: Mapping[str, str] = {"runs_on": "hypervisor", "stored_on": "storage"}
+
+
+def placement_names(value: Any) -> list[str]:
+    """The host names a ``runs_on``/``stored_on`` value gives: one name or a list of them."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value or [] if isinstance(v, str)]
+
+
+def needed_hosts(host: Mapping[str, Any]) -> list[str]:
+    """Every host ``host`` needs running: its depends_on, runs_on and stored_on."""
+    return [*(host.get("depends_on") or []), *placement_names(host.get("runs_on")),
+            *placement_names(host.get("stored_on"))]
+
+
+def _placement_paths(host: Mapping[str, Any], base: KeyPath, key: str) -> list[tuple[str, KeyPath]]:
+    value = host.get(key)
+    if isinstance(value, str):
+        return [(value, (*base, key))]
+    return [(v, (*base, key, i)) for i, v in enumerate(value or []) if isinstance(v, str)]
+
+
+def _check_power_controllers(s: _Sections, problems: Problems, strict: bool) -> None:
+    from orchestrator.drivers.power_controllers import PowerController
+    from orchestrator.errors import DriverError
+
+    for name, spec in s.power_controllers.items():
+        base: KeyPath = ("power_controllers", name)
+        if _ref(spec.get("credentials"), "credential", s.credentials, (*base, "credentials"), problems):
+            cred = s.credentials[spec["credentials"]]
+            if not cred.get("password_env") and not cred.get("password_file"):
+                problems.add((*base, "credentials"),
+                             f"credential '{spec['credentials']}' has no password reference: a power controller "
+                             "logs in with a user name and a password",
+                             "give that credential 'password_env: ENV_VAR_NAME' or 'password_file: PATH'")
+        if spec.get("type") not in _TARGET_KEY or not isinstance(spec.get("address"), str):
+            continue  # reported by the schema check
+        try:
+            parsed = PowerController.from_address(name, spec["type"], spec["address"], "check",
+                                                  password_env="CHECK", allow_http=True)
+        except DriverError as exc:
+            problems.add((*base, "address"), exc.message, exc.hint or "write host, host:port or https://host[:port]")
+            continue
+        _check_controller_transport(spec, parsed.scheme, parsed.port, base, problems, strict)
+
+
+def _check_controller_transport(spec: Mapping[str, Any], scheme: str, port_in_address: int | None, base: KeyPath,
+                                problems: Problems, strict: bool) -> None:
+    severity = "error" if strict else "warning"
+    if port_in_address is not None and spec.get("port") is not None and port_in_address != spec["port"]:
+        problems.add((*base, "port"), f"port {spec['port']} differs from the port in the address ({port_in_address})",
+                     "give the port once: in the address or as port:")
+    if scheme == "http" and not spec.get("allow_http"):
+        problems.add((*base, "address"), "plain http to a power controller would send its password in clear",
+                     "write https:// (allow_http: true is only for a lab simulator)")
+    elif scheme == "http":
+        problems.add((*base, "allow_http"), "plain http: the controller's password crosses the network in clear",
+                     "only for a lab simulator: use https:// for a real controller", severity)
+    if spec.get("verify_tls") is False:
+        problems.add((*base, "verify_tls"), "TLS verification is off: anyone on the path could pose as this "
+                     "controller and receive its password", "give its CA with 'ca_file: PATH' instead", severity)
+    if isinstance(spec.get("ca_file"), str):
+        bad_path = _path_problem(spec["ca_file"])
+        if bad_path is not None:
+            problems.add((*base, "ca_file"), *bad_path)
+
+
+def _check_host_power_target(s: _Sections, host: Mapping[str, Any], base: KeyPath, problems: Problems) -> None:
+    power = host.get("power")
+    if not isinstance(power, dict):
+        return
+    name = power.get("controller")
+    if not isinstance(name, str):
+        return  # reported by the schema check
+    if name not in s.power_controllers:
+        choices = ", ".join(sorted(s.power_controllers)) or "(none defined)"
+        problems.add((*base, "power", "controller"), f"unknown power controller '{name}'",
+                     f"define it under 'power_controllers:' or use one of: {choices}")
+        return
+    kind = s.power_controllers[name].get("type")
+    wanted = _TARGET_KEY.get(kind)
+    for key in ("vm", "system"):
+        if key in power and key != wanted:
+            problems.add((*base, "power", key), f"'{key}' does not fit controller '{name}', a {kind} controller",
+                         _TARGET_HINT.get(kind, "see `orchestrator inventory schema`"))
+    if kind == "vsphere" and "vm" not in power:
+        problems.add((*base, "power"), f"controller '{name}' is a vsphere controller: which VM is this host?",
+                     _TARGET_HINT["vsphere"])
+
+
+def _check_power_targets_unique(s: _Sections, problems: Problems) -> None:
+    """Two hosts powered through the same VM, Redfish system or IPMI BMC: powering one off would take
+    the other down with it."""
+    owners: dict[tuple[str, str], str] = {}
+    for name, host in s.hosts.items():
+        power = host.get("power")
+        if not isinstance(power, dict) or power.get("controller") not in s.power_controllers:
+            continue
+        target = (str(power["controller"]), str(power.get("vm") or power.get("system") or ""))
+        if target in owners:
+            what = f"VM/system {target[1]!r} of" if target[1] else "the BMC of"
+            problems.add(("hosts", name, "power"), f"{what} controller '{target[0]}' already powers host "
+                         f"'{owners[target]}'", "give each host its own VM, Redfish system or BMC")
+        else:
+            owners[target] = name
+
+
+def _check_host_placement(name: str, host: Mapping[str, Any], hosts: Mapping[str, Any], base: KeyPath,
+                          problems: Problems) -> None:
+    """runs_on names hypervisors, stored_on storage hosts; neither the host itself; tiers follow them."""
+    for key, wanted in _KIND_OF_KEY.items():
+        for other, path in _placement_paths(host, base, key):
+            if other == name:
+                problems.add(path, f"host {key.replace('_', ' ')} itself", f"remove it from {key}")
+            elif _ref(other, "host", hosts, path, problems):
+                kind = hosts[other].get("kind", "server")
+                if kind != wanted:
+                    problems.add(path, f"'{other}' is a {kind} host, not a {wanted}",
+                                 f"set 'kind: {wanted}' on '{other}' or name a {wanted} host here")
+                _check_tier_against(host, other, hosts[other], (*base, "tier"), problems)
+
+
+def _check_tier_against(host: Mapping[str, Any], other: str, other_host: Mapping[str, Any], path: KeyPath,
+                        problems: Problems) -> None:
+    tier, other_tier = host.get("tier", 0), other_host.get("tier", 0)
+    if isinstance(tier, int) and isinstance(other_tier, int) and tier < other_tier:
+        problems.add(path, f"tier {tier} is lower than tier {other_tier} of '{other}', which it needs running",
+                     f"set tier to {other_tier} or more, or lower '{other}''s tier")
+
+
+def _check_password_file_only(s: _Sections, problems: Problems) -> None:
+    """SSH (hosts and devices) reads key_file or password_env: a password_file alone is for power controllers."""
+    users = [(("hosts", n), h) for n, h in s.hosts.items()] + [(("devices", n), d) for n, d in s.devices.items()]
+    for base, entry in users:
+        cred = s.credentials.get(entry.get("credentials"))
+        if isinstance(cred, dict) and cred.get("password_file") and not cred.get("key_file") \
+                and not cred.get("password_env"):
+            problems.add((*base, "credentials"), f"credential '{entry['credentials']}' has only a password_file, "
+                         "which SSH logins do not use", "use a credential with key_file (or password_env) here")
+
+
+def _kept_names(s: _Sections) -> set[str]:
+    kept = {name for name, host in s.hosts.items() if host.get("keep_running") is True}
+    for island in s.islands.values():
+        for name, host in s.hosts.items():
+            if name in (island.get("hosts") or []) or host.get("segment") in (island.get("segments") or []):
+                kept.add(name)
+    return kept
+
+
+def _kept_with_placement(s: _Sections, kept: set[str]) -> set[str]:
+    """``kept`` and, in turn, the hypervisors and storage each of them runs on or is stored on."""
+    running, todo = set(kept), sorted(kept)
+    while todo:
+        host = s.hosts[todo.pop()]
+        for under in placement_names(host.get("runs_on")) + placement_names(host.get("stored_on")):
+            if under in s.hosts and under not in running:
+                running.add(under)
+                todo.append(under)
+    return running
+
+
+def _check_kept_placement(s: _Sections, problems: Problems, strict: bool) -> None:
+    """A kept VM keeps its hypervisors and storage running (said, so that it is not a surprise); a VM
+    that a shutdown stops on a hypervisor that keeps running is said too. Both name both hosts."""
+    kept = _kept_names(s)
+    running = _kept_with_placement(s, kept)  # what a shutdown keeps running: kept hosts and what they run on
+    severity = "error" if strict else "warning"
+    for name, host in sorted(s.hosts.items()):
+        for key, what in (("runs_on", "hypervisor"), ("stored_on", "storage")):
+            for other, path in _placement_paths(host, ("hosts", name), key):
+                if other not in s.hosts or other == name:
+                    continue
+                if name in kept and other not in kept:
+                    problems.add(path, f"kept host '{name}' {key.replace('_', ' ')} '{other}', which is not kept: "
+                                 f"a shutdown keeps that {what} running for it",
+                                 f"keep '{other}' running explicitly (keep_running: true or its island), or do "
+                                 f"not keep '{name}'", severity)
+                elif name not in running and other in running and what == "hypervisor":
+                    problems.add(path, f"'{name}' will be stopped while its hypervisor '{other}' keeps running",
+                                 f"keep '{name}' running too, or confirm that only '{other}' must stay up",
+                                 severity)

@@ -25,6 +25,8 @@ def inventory_schema() -> dict[str, Any]:
 def _schema_at(schema: Mapping[str, Any], path: Iterable[Any]) -> Mapping[str, Any]:
     node: Mapping[str, Any] = schema
     for part in path:
+        if "properties" not in node and isinstance(node.get("else"), dict):
+            node = node["else"]  # a string-or-mapping value (a host's power:): the mapping's form
         if isinstance(node.get("properties"), dict) and part in node["properties"]:
             node = node["properties"][part]
         elif isinstance(node.get("additionalProperties"), dict):
@@ -33,6 +35,9 @@ def _schema_at(schema: Mapping[str, Any], path: Iterable[Any]) -> Mapping[str, A
             node = node["items"]
         else:
             return {}
+    mapping_form = node.get("else")
+    if "properties" not in node and isinstance(mapping_form, dict) and isinstance(mapping_form.get("properties"), dict):
+        return mapping_form
     return node
 
 
