@@ -118,7 +118,10 @@ def _group(level: Mapping[str, int]) -> list[list[str]]:
 
 
 def _stop_verify(host: Host) -> str:
-    power = f" and the {host.power} power driver says off" if host.power else ""
+    if host.power_target is not None:
+        power = f" and its power controller {host.power_target.controller} says off"
+    else:
+        power = f" and the {host.power} power driver says off" if host.power else ""
     return f"SSH on {host.management_address}:22 stops answering{power}"
 
 

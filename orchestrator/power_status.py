@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from orchestrator.drivers.base import PowerState, SshRunner
+from orchestrator.drivers.controller_power import target_on_controller
 from orchestrator.drivers.power_controllers import PowerController, controller_from_inventory, open_driver
 from orchestrator.errors import AuthFailedError, DriverError, DriverTimeoutError, UnreachableError
 from orchestrator.model import Host, Inventory, PowerControllerSpec, Scope
@@ -109,15 +110,6 @@ def where(controller: PowerController) -> str:
     return controller.endpoint
 
 
-def _target(host: Host, spec: PowerControllerSpec) -> str:
-    assert host.power_target is not None
-    if spec.type.value == "vsphere":
-        return host.power_target.vm or ""
-    if spec.type.value == "redfish":
-        return host.power_target.system or ""
-    return host.name
-
-
 def read_power_status(inventory: Inventory, scope: Scope, *, ssh: SshRunner | None = None,
                       open_controller: Callable[[PowerController], PowerReader] = open_driver) -> PowerStatus:
     """Every in-scope host with a structured ``power:``, read through its controller (one session per
@@ -173,7 +165,7 @@ def _read_controller(inventory: Inventory, name: str, hosts: Sequence[Host],
 
 
 def _read_host(driver: PowerReader, host: Host, spec: PowerControllerSpec, endpoint: str) -> HostPower:
-    target = _target(host, spec)
+    target = target_on_controller(host, spec)
     state = driver.state(target)
     reading: Reading = "off" if state == "stopped" else "on"
     what = f"{_WHAT_IT_POWERS[spec.type.value]} {target!r}" if target else "its one system"
@@ -182,7 +174,8 @@ def _read_host(driver: PowerReader, host: Host, spec: PowerControllerSpec, endpo
 
 
 def _unknown(host: Host, spec: PowerControllerSpec, error: str) -> HostPower:
-    return HostPower(host.name, spec.name, _target(host, spec), "unknown", "no answer from the controller", error)
+    return HostPower(host.name, spec.name, target_on_controller(host, spec), "unknown",
+                     "no answer from the controller", error)
 
 
 def _close(driver: PowerReader) -> str | None:

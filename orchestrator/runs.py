@@ -33,11 +33,19 @@ from orchestrator.planner import Selection, build_plan, plan_from_dict, plan_to_
 
 
 def collect_secrets(inventory: Inventory) -> list[str]:
-    """Strings that must never be written: passwords from env vars and private key contents."""
+    """Strings that must never be written: passwords from env vars and password files (power
+    controllers' credentials use both), and private key contents."""
     secrets: list[str] = []
     for cred in inventory.credentials.values():
         if cred.password_env and os.environ.get(cred.password_env):
             secrets.append(os.environ[cred.password_env])
+        if cred.password_file:
+            try:
+                secret = Path(os.path.expanduser(cred.password_file)).read_text(encoding="utf-8").strip("\r\n")
+            except (OSError, UnicodeDecodeError):
+                secret = ""  # unreadable here: the driver that needs it fails and says so
+            if secret:
+                secrets.append(secret)
         if cred.key_file:
             try:
                 text = Path(os.path.expanduser(cred.key_file)).read_text(encoding="utf-8", errors="ignore")

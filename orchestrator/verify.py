@@ -1,7 +1,8 @@
 """Independent probes: what really happened, never the action's exit code.
 
 * a host is off when SSH on its management address stops answering and, where it has a power
-  driver, the driver says off;
+  driver, the driver says off (a power controller that cannot be reached or refuses the login says
+  "unknown (why)": never off);
 * a segment is isolated when, from inside it (reached over management), nothing beyond its
   gateway answers while the segment itself still does;
 * a link is cut when its peer can no longer reach inside (in the lab), and its cut is present in
@@ -52,6 +53,13 @@ class Probes:
         except DriverError as exc:
             return f"unknown ({exc.message})"
 
+    def _power_evidence(self, host: Host) -> dict[str, Any]:
+        """``{"power_driver": ...}``: which controller answered and what it last did (nothing for the
+        lab's drivers, whose state says it all)."""
+        driver = self.power(host)
+        said = driver.evidence(host.name) if driver is not None else {}
+        return {"power_driver": said} if said else {}
+
     def host_off(self, host: Host) -> Verification:
         """Off: the power driver says off and SSH is closed. Without a power driver, SSH closed is
         not enough (sshd may just have died): the management address must not answer ICMP either.
@@ -62,11 +70,14 @@ class Probes:
 
         state = self.power_state(host)
         if state is not None and state != "stopped":
-            return Verification(False, "host-off", {"power": state, "ssh_port_22": "not probed (power on)"})
+            not_probed = "not probed (power on)" if state == "running" else "not probed (power not known off)"
+            return Verification(False, "host-off", {"power": state, "ssh_port_22": not_probed,
+                                                    **self._power_evidence(host)})
         ssh_up = self.ssh_answers(host)
         evidence: dict[str, Any] = {
             "ssh_port_22": "answers" if ssh_up else "closed",
             "power": state if state is not None else "no power driver",
+            **self._power_evidence(host),
         }
         if state is None:
             alive = not ssh_up and icmp.echo(str(host.management_address))

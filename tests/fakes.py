@@ -18,12 +18,16 @@ clock (waits cost no real time) and refuses any real TCP connection.
 
 Every action is appended to ``campus.log`` as a tuple, in order:
 ``("open", kind)``, ``("backup", device)``, ``("apply", device, action, target)``,
-``("stop", host)``, ``("power_off", host, graceful)``, ``("power_on", host)``, ``("integrity", host)``.
+``("stop", host)``, ``("power_off", host, graceful)``, ``("power_on", host)``, ``("integrity", host)``;
+and for the power controllers of ``power_controllers:`` (``FakePowerController``, one per controller
+the run opens): ``("open", "controller", name)``, ``("login", name)`` (each login attempt),
+``("logout", name)``, and the same ``power_off`` / ``power_on`` entries, by host name.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 import threading
 import time
@@ -43,13 +47,16 @@ from orchestrator.drivers.base import (
     HostOutcome,
     HostStopper,
     PlaybookRun,
+    PowerControllerDriver,
     PowerDriver,
     PowerOffCallback,
     PowerOffReport,
     PowerState,
     SshRunner,
 )
-from orchestrator.errors import DriverError, SafetyInterlock, UnknownDriverError, UnreachableError
+from orchestrator.drivers.controller_power import target_on_controller
+from orchestrator.drivers.power_controllers import GracefulRefusedError, PowerController
+from orchestrator.errors import AuthFailedError, DriverError, SafetyInterlock, UnknownDriverError, UnreachableError
 from orchestrator.integrity import Difference, IntegrityResult
 from orchestrator.model import Action, Credential, Inventory
 
@@ -71,6 +78,7 @@ class FakeHost:
     ignores_graceful_power_off: bool = False  # the out-of-band "power button" does nothing
     power_on_fails: bool = False  # out-of-band power on raises DriverError
     power_off_fails: bool = False  # out-of-band power off raises DriverError (state still answers)
+    graceful_refused: bool = False  # its power controller refuses a graceful off (a VM without VMware Tools)
     services: dict[str, str] = field(default_factory=dict)  # unit -> is-active answer
     ports: set[int] = field(default_factory=set)  # listening TCP ports while powered
     boot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -114,6 +122,9 @@ class FakeCampus:
         self.on_stop_hosts: Callable[[Sequence[str]], None] | None = None  # called as a stop playbook starts
         self.on_apply: Callable[[str, str, str], None] | None = None
         self.clock = VirtualClock()
+        self.controller_password = "fake-Controller-pw"  # what every fake controller accepts
+        self.unreachable_controllers: set[str] = set()
+        self.unreadable_controllers: set[str] = set()  # answer with what their library cannot parse
         self.healthy_ports()
 
     # ---- shaping the campus ----------------------------------------------------------------
@@ -207,6 +218,9 @@ class FakeCampus:
             raise UnknownDriverError(f"unknown power driver '{name}'", target=name)
         return FakeLabPower(self)
 
+    def open_power_controller(self, controller: PowerController) -> PowerControllerDriver:
+        return FakePowerController(self, controller)
+
     def check_host(self, ssh: Any, inventory: Inventory, host: str, settings: Any) -> IntegrityResult:
         del ssh, inventory, settings
         if not self.hosts[host].ssh_up:  # the real check collects over SSH
@@ -227,6 +241,7 @@ class FakeCampus:
         monkeypatch.setattr(orchestrator.drivers, "open_devices", self.open_devices)
         monkeypatch.setattr(orchestrator.drivers, "open_host_stopper", self.open_host_stopper)
         monkeypatch.setattr(orchestrator.drivers, "open_power", self.open_power)
+        monkeypatch.setattr(orchestrator.drivers, "open_power_controller", self.open_power_controller)
         monkeypatch.setattr(orchestrator.drivers.icmp, "echo", lambda address, *a, **k: self.icmp_answers(address))
         monkeypatch.setattr(orchestrator.integrity, "check_host", self.check_host)
         monkeypatch.setattr(orchestrator.integrity, "load_baseline", lambda host, settings: {"host": host})
@@ -458,6 +473,9 @@ class FakeLabPower:
         self.campus = campus
         self.campus.record("open", "power")
 
+    def evidence(self, name: str) -> dict[str, object]:
+        return {}
+
     def _host(self, name: str) -> FakeHost:
         if name not in self.campus.hosts:
             raise DriverError("not a machine of the running lab", target=name)
@@ -485,3 +503,85 @@ class FakeLabPower:
             self.campus.log.append(("power_off", name, graceful))
             if not (graceful and host.ignores_graceful_power_off):
                 host.powered = False
+
+
+class FakePowerController:
+    """One power controller of the inventory's ``power_controllers:`` (vSphere, Redfish or IPMI alike):
+    its targets are what the inventory's hosts are called on it. It logs in on first use with the
+    password its reference holds (``campus.controller_password`` is the right one; a wrong one is
+    refused and the refusal is not remembered: each call logs in again, as the real drivers do), is
+    unreachable when named in ``campus.unreachable_controllers``, and keeps per target what its last
+    operation did (``evidence``), as the real drivers do."""
+
+    def __init__(self, campus: FakeCampus, controller: PowerController) -> None:
+        self.campus = campus
+        self.controller = controller
+        self.logged_in = False
+        self._evidence: dict[str, dict[str, object]] = {}
+        self._tasks = itertools.count(1)
+        inventory = campus.inventory
+        self.hosts = {target_on_controller(h, inventory.power_controllers[controller.name]): h.name
+                      for h in inventory.hosts.values()
+                      if h.power_target is not None and h.power_target.controller == controller.name}
+        campus.record("open", "controller", controller.name)
+
+    def _session(self) -> None:
+        if self.logged_in:
+            return
+        self.campus.record("login", self.controller.name)
+        if self.controller.name in self.campus.unreachable_controllers:
+            raise UnreachableError(f"{self.controller.endpoint} cannot be reached: connection refused",
+                                   target=self.controller.name)
+        if self.controller.password() != self.campus.controller_password:
+            raise AuthFailedError(f"{self.controller.endpoint} refused the login of user "
+                                  f"{self.controller.username!r}", target=self.controller.name,
+                                  hint="check the controller's username and the password its reference holds")
+        self.logged_in = True
+
+    def _host(self, target: str) -> FakeHost:
+        self._session()
+        if self.controller.name in self.campus.unreadable_controllers:
+            raise ValueError(f"unexpected answer for {target}")
+        if target not in self.hosts:
+            raise DriverError(f"{self.controller.name} has no machine named {target!r}", target=target)
+        return self.campus.hosts[self.hosts[target]]
+
+    def evidence(self, name: str) -> dict[str, object]:
+        return dict(self._evidence.get(name, {}))
+
+    def state(self, name: str) -> PowerState:
+        return "running" if self._host(name).powered else "stopped"
+
+    def power_on(self, name: str) -> None:
+        host = self._host(name)
+        if host.power_on_fails:
+            self._evidence[name] = {"operation": "power-on", "result": "error", "fault": "InvalidPowerState"}
+            raise DriverError("power on failed: InvalidPowerState", target=name)
+        with self.campus.lock:
+            self.campus.log.append(("power_on", host.name))
+            if not host.powered:
+                host.powered = True
+                host.sshd = True
+                host.boot_id = uuid.uuid4().hex
+        self._evidence[name] = {"operation": "power-on", "task": f"task-{next(self._tasks)}", "result": "success"}
+
+    def power_off(self, name: str, graceful: bool) -> None:
+        host = self._host(name)
+        if graceful and host.graceful_refused:
+            self._evidence[name] = {"operation": "graceful-off", "result": "refused", "tools": "guestToolsNotRunning"}
+            raise GracefulRefusedError("VMware Tools are not running in the guest", target=name,
+                                       hint="a hard power off follows")
+        if host.power_off_fails:
+            self._evidence[name] = {"operation": "hard-off", "result": "error", "fault": "TaskInProgress"}
+            raise DriverError("power off failed: TaskInProgress", target=name)
+        with self.campus.lock:
+            self.campus.log.append(("power_off", host.name, graceful))
+            if not (graceful and host.ignores_graceful_power_off):
+                host.powered = False
+        self._evidence[name] = ({"operation": "graceful-off", "result": "requested"} if graceful else
+                                {"operation": "hard-off", "task": f"task-{next(self._tasks)}", "result": "success"})
+
+    def close(self) -> None:
+        if self.logged_in:
+            self.campus.record("logout", self.controller.name)
+            self.logged_in = False

@@ -1,7 +1,8 @@
 """Static driver registry: name -> "module:Class", imported lazily, loud on unknown names.
 
 ``ansible`` (ansible-runner and the playbooks), ``netmiko`` (network devices), ``ssh`` (paramiko
-probes and fast commands); power drivers by the host's ``power:`` value. Their interfaces are in
+probes and fast commands); power drivers by the host's short ``power:`` value, and a
+``power_controllers:`` entry's driver by its type (``open_power_controller``). Their interfaces are in
 ``base``; ``devices`` (the device command templates) and ``ansible_inventory`` (the inventory as
 Ansible sees it, and the SSH options every client shares) are what the drivers build on.
 
@@ -17,9 +18,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.drivers.base import DeviceDriver, HostStopper, PowerDriver, SshRunner
+from orchestrator.drivers.base import DeviceDriver, HostStopper, PowerControllerDriver, PowerDriver, SshRunner
 from orchestrator.errors import UnknownDriverError
 from orchestrator.model import Inventory
+
+if TYPE_CHECKING:
+    from orchestrator.drivers.power_controllers import PowerController
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -79,19 +83,26 @@ def open_host_stopper(inventory: Inventory, work_dir: Path, forks: int, event_si
 
 
 def open_power(name: str) -> PowerDriver:
-    """The power driver a host's ``power:`` names (``lab``, ``vagrant``, ``ipmi``)."""
+    """The power driver a host's short ``power:`` names (``lab``, ``vagrant``, ``ipmi``)."""
     factory: Callable[[], PowerDriver] = power_driver_class(name)
     return factory()
 
 
+def open_power_controller(controller: PowerController) -> PowerControllerDriver:
+    """The driver of a ``power_controllers:`` entry (vsphere, redfish, ipmi); its session opens on first
+    use and ``close()`` ends it. A run reaches it through ``controller_power.ControllerSessions``."""
+    from orchestrator.drivers.power_controllers import open_driver
+
+    return open_driver(controller)
+
+
 if TYPE_CHECKING:  # mypy checks each driver against its interface (and its constructor against its opener)
     from orchestrator.drivers import ansible, ipmi, netmiko, power, redfish, ssh, vsphere
-    from orchestrator.drivers.power_controllers import PowerController
 
     _SSH: Callable[[Inventory], SshRunner] = ssh.SshDriver
     _DEVICES: Callable[[Inventory], DeviceDriver] = netmiko.NetmikoDriver
     _STOPPER: Callable[[Inventory, Path, int, EventSink | None], HostStopper] = ansible.AnsibleDriver
     _POWER: Mapping[str, Callable[[], PowerDriver]] = {
         "lab": power.LabPower, "vagrant": power.VagrantPower, "ipmi": power.IpmiPower}
-    _CONTROLLERS: tuple[Callable[[PowerController], PowerDriver], ...] = (
+    _CONTROLLERS: tuple[Callable[[PowerController], PowerControllerDriver], ...] = (
         vsphere.VSpherePower, redfish.RedfishPower, ipmi.IpmiLanPower)

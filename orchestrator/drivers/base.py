@@ -10,9 +10,12 @@ the end of ``orchestrator/drivers/__init__.py``) and the test fakes too (``tests
   read back (``drivers.netmiko.NetmikoDriver``).
 * ``HostStopper``: stop a wave of hosts from inside, reporting each host's power-off as soon as
   it is known (``drivers.ansible.AnsibleDriver``).
-* ``PowerDriver``: out-of-band power on, graceful or hard off, and state: the lab's containers
-  and VMs (``drivers.power``) and real controllers (``drivers.vsphere``, ``drivers.redfish``,
-  ``drivers.ipmi``). A host with ``power: manual`` (or none) has no power driver.
+* ``PowerDriver``: out-of-band power on, graceful or hard off, state, and what the last operation
+  saw (``evidence``): the lab's containers and VMs (``drivers.power``), and a host's view onto its
+  power controller (``drivers.controller_power.HostOnController``). A host with ``power: manual``
+  (or none) has no power driver.
+* ``PowerControllerDriver``: a real controller's driver behind those views, one session per
+  controller (``drivers.vsphere``, ``drivers.redfish``, ``drivers.ipmi``).
 
 The values the interfaces return live here too, so the interface costs no driver's import
 (paramiko, netmiko, ansible-runner); the driver modules re-export them under their old names.
@@ -183,3 +186,16 @@ class PowerDriver(Protocol):
     def power_on(self, name: str) -> None: ...
 
     def power_off(self, name: str, graceful: bool) -> None: ...
+
+    def evidence(self, name: str) -> dict[str, object]:
+        """What the driver saw or did last for ``name``, for the journal (no secrets; empty when it
+        has nothing to add to the state)."""
+        ...
+
+
+class PowerControllerDriver(PowerDriver, Protocol):
+    """A real power controller's driver (``drivers.vsphere``, ``drivers.redfish``, ``drivers.ipmi``):
+    one per controller, ``name`` being what the controller calls the machine (a VM's name or moref, a
+    Redfish Systems id, the server an IPMI BMC powers); ``close()`` ends its session."""
+
+    def close(self) -> None: ...

@@ -43,6 +43,10 @@ class LabPower:
             )
         return lab.LAB_ROOT, image
 
+    def evidence(self, name: str) -> dict[str, object]:
+        """Nothing beyond the state: the container runs or it does not."""
+        return {}
+
     def state(self, name: str) -> PowerState:
         from orchestrator.lab import machines
 
@@ -92,6 +96,9 @@ class IpmiPower:
             hint="power this host by hand (power: manual) or use the lab (power: lab)",
         )
 
+    def evidence(self, name: str) -> dict[str, object]:
+        return {}
+
     def state(self, name: str) -> PowerState:
         raise self._refuse(name)
 
@@ -131,6 +138,10 @@ class VagrantPower:
                 target=name,
                 hint="check the host's `power:` and `orchestrator lab status INVENTORY --provider vagrant`",
             )
+
+    def evidence(self, name: str) -> dict[str, object]:
+        """Nothing beyond the state: libvirt's domain state is what ``state`` reads."""
+        return {}
 
     def state(self, name: str) -> PowerState:
         from orchestrator.lab import vm

@@ -15,6 +15,7 @@ from typing import Any
 from orchestrator import drivers as registry
 from orchestrator.config import Settings
 from orchestrator.drivers.base import CommandResult, DeviceDriver, HostStopper, PowerDriver, SshRunner
+from orchestrator.drivers.controller_power import ControllerSessions
 from orchestrator.executor.recorder import Recorder
 from orchestrator.model import Credential, Host, Inventory, Plan, Step, StepResult, StepStatus, Verification
 from orchestrator.verify import Probes
@@ -131,7 +132,12 @@ class DeviceChange:
 
 class Drivers:
     """The drivers a run needs, opened lazily (through ``orchestrator.drivers.open_*``) so a plan that
-    touches no device opens no session."""
+    touches no device opens no session.
+
+    Power: a host with a short ``power:`` (lab, vagrant) gets that driver; a host with a structured
+    ``power: {controller: ...}`` gets its view onto its controller's driver
+    (``controller_power.HostOnController``): one driver, one session, per controller for the whole
+    run, opened on first use and closed (logged out) by ``close()`` with the others."""
 
     def __init__(self, inventory: Inventory, run_dir: Path, forks: int,
                  event_sink: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -143,6 +149,7 @@ class Drivers:
         self._net: DeviceDriver | None = None
         self._ansible: HostStopper | None = None
         self._power: dict[str, PowerDriver] = {}
+        self._controllers = ControllerSessions(inventory, registry.open_power_controller)
         self._lock = threading.Lock()
         # Hosts presumed compromised (every host a restore brings back): the SSH driver sends them no
         # password unless the credential opts in (allow_password_on_suspect_hosts).
@@ -173,6 +180,9 @@ class Drivers:
             return self._ansible
 
     def power_for(self, host: Host) -> PowerDriver | None:
+        """The host's power driver, or None (``power: manual`` or no ``power:``)."""
+        if host.power_target is not None:
+            return self._controllers.view_for(host)
         if not host.power or host.power == "manual":
             return None
         with self._lock:
@@ -180,11 +190,18 @@ class Drivers:
                 self._power[host.power] = registry.open_power(host.power)
             return self._power[host.power]
 
+    def power_label(self, host: Host) -> str:
+        """How the journal names the host's power driver: ``power.lab``, ``power.vsphere:vc-antwerp``."""
+        if host.power_target is not None:
+            return self._controllers.view_for(host).label
+        return f"power.{host.power or 'none'}"
+
     def close(self) -> None:
         for driver in (self._ssh, self._net, self._ansible):
             if driver is not None:
                 with contextlib.suppress(Exception):  # closing must not hide the run's outcome
                     driver.close()
+        self._controllers.close()  # every controller session the run opened is logged out
 
 
 class LazySsh:

@@ -8,6 +8,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any, assert_never
 
+from orchestrator.drivers.base import PowerDriver
 from orchestrator.errors import DriverError, OrchestratorError
 from orchestrator.executor.context import ApprovalPolicy, Outcome, RunContext, StepFailed
 from orchestrator.executor.reach import link_probe, reach_probe
@@ -27,14 +28,24 @@ def start_host(ctx: RunContext, step: Step) -> Outcome:
     if power is None:
         raise StepFailed(f"{host.name} is off and has no power driver: power it on by hand, then resume",
                          {"power": host.power or "none"})
-    ctx.rec.emit("command-sent", step_id=step.id, driver=f"power.{host.power}", target=host.name,
-                 commands=["power on"])
-    power.power_on(host.name)
+    label = ctx.drivers.power_label(host)
+    ctx.rec.emit("command-sent", step_id=step.id, driver=label, target=host.name, commands=["power on"])
+    try:
+        power.power_on(host.name)
+    except DriverError as exc:
+        raise StepFailed(f"power on through {label} failed: {exc}", _power_said(power, host)) from None
+    said = _power_said(power, host)
     v = ctx.verification(step, ctx.probes.wait_host_up(host, ctx.options.start_timeout_s))
     if not v.passed:
-        raise StepFailed(f"{host.name} did not answer SSH within {ctx.options.start_timeout_s:.0f} s",
-                         dict(v.evidence))
-    return Outcome(changed=True, evidence={**v.evidence, "system_state": boot_settled(ctx, host)})
+        raise StepFailed(f"{host.name} was powered on through {label} but did not answer SSH within "
+                         f"{ctx.options.start_timeout_s:.0f} s", {**v.evidence, **said})
+    return Outcome(changed=True, evidence={**v.evidence, **said, "system_state": boot_settled(ctx, host)})
+
+
+def _power_said(power: PowerDriver, host: Host) -> dict[str, object]:
+    """``{"power_driver": ...}``: what the power driver did or answered (nothing for the lab's)."""
+    said = power.evidence(host.name)
+    return {"power_driver": said} if said else {}
 
 
 def boot_settled(ctx: RunContext, host: Host) -> str:
@@ -68,7 +79,9 @@ def quarantine(ctx: RunContext, host: Host, why: str) -> dict[str, Any]:
     try:
         power.power_off(host.name, graceful=False)
     except DriverError as exc:
-        ctx.rec.emit("quarantine", host=host.name, reason=why, powered_off=False, error=str(exc))
+        said = _power_said(power, host)
+        ctx.rec.emit("quarantine", host=host.name, reason=why, powered_off=False, error=str(exc),
+                     **({"evidence": said} if said else {}))
         return {"quarantine": f"power off failed: {exc}"}
     off = ctx.probes.wait_host_off(host, 15.0)
     ctx.rec.emit("quarantine", host=host.name, reason=why, powered_off=off.passed, evidence=dict(off.evidence))

@@ -173,22 +173,36 @@ def _finish_stop(ctx: RunContext, step: Step, host: Host, before: Before, played
 
 
 def escalate_power_off(ctx: RunContext, step: Step, host: Host, reason: str) -> Verification:
-    """Out-of-band power off through the host's power driver: graceful, then hard; each journaled."""
+    """Out-of-band power off through the host's power driver (its power controller, or the lab's):
+    graceful, then hard; each attempt journaled, and what the driver did or answered (a task, a
+    fault, a refused graceful shutdown) kept in the evidence under ``out_of_band``."""
     power = ctx.drivers.power_for(host)
     if power is None:
         v = Verification(False, "host-off", {"escalation": "impossible: no power driver", "reason": reason})
         return ctx.verification(step, v)
+    attempts: dict[str, dict[str, object]] = {}
     for graceful in (True, False):
         how = "out-of-band graceful power off" if graceful else "out-of-band hard power off"
         ctx.rec.emit("escalation", step_id=step.id, to=how, reason=reason, host=host.name)
         try:
             power.power_off(host.name, graceful=graceful)
         except DriverError as exc:
+            attempts[how] = {"error": f"{exc.code}: {exc.message}", **power.evidence(host.name)}
             ctx.rec.emit("escalation", step_id=step.id, to=how, reason=f"failed: {exc}", host=host.name)
+            if graceful:
+                reason = f"the graceful out-of-band power off failed ({exc.code})"
             continue
+        attempts[how] = {"sent": True, **power.evidence(host.name)}
         v = ctx.probes.wait_host_off(host, ctx.options.power_off_timeout_s if graceful else 10.0)
         ctx.verification(step, v)
         if v.passed:
-            return Verification(True, "host-off", {**v.evidence, "escalation": how})
+            return Verification(True, "host-off", {**v.evidence, "escalation": how, **_said(attempts)})
         reason = "graceful out-of-band power off did not finish in time"
-    return Verification(False, "host-off", {"escalation": "hard power off did not take effect"})
+    return Verification(False, "host-off", {"escalation": "hard power off did not take effect", **_said(attempts)})
+
+
+def _said(attempts: dict[str, dict[str, object]]) -> dict[str, object]:
+    """The attempts' evidence, when a driver had anything to say beyond "sent" (the lab's drivers do not)."""
+    if all(set(a) == {"sent"} for a in attempts.values()):
+        return {}
+    return {"out_of_band": attempts}

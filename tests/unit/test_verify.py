@@ -56,6 +56,9 @@ class Power:
     def power_off(self, name: str, graceful: bool) -> None:
         raise AssertionError("a probe never powers off")
 
+    def evidence(self, name: str) -> dict[str, object]:
+        return {}
+
 
 @pytest.fixture
 def inventory() -> Inventory:
