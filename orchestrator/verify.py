@@ -92,7 +92,8 @@ class Probes:
             last[:] = [self.host_off(host)]
             return last[0].passed
 
-        wait_until(check, timeout_s, 0.1)  # the power driver is a cheap read; SSH only once it says off
+        driver = self.power(host)  # asked at its own pace; SSH only once it says off
+        wait_until(check, timeout_s, driver.poll_interval_s if driver is not None else 0.1)
         return last[0]
 
     def host_up(self, host: Host) -> Verification:

@@ -469,6 +469,7 @@ class FakeAnsibleDriver:
 
 
 class FakeLabPower:
+    poll_interval_s = 0.1
     def __init__(self, campus: FakeCampus) -> None:
         self.campus = campus
         self.campus.record("open", "power")
@@ -512,6 +513,7 @@ class FakePowerController:
     refused and the refusal is not remembered: each call logs in again, as the real drivers do), is
     unreachable when named in ``campus.unreachable_controllers``, and keeps per target what its last
     operation did (``evidence``), as the real drivers do."""
+    poll_interval_s = 0.1
 
     def __init__(self, campus: FakeCampus, controller: PowerController) -> None:
         self.campus = campus

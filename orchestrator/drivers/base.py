@@ -181,6 +181,9 @@ class HostStopper(Protocol):
 class PowerDriver(Protocol):
     """Out-of-band power for one kind of controller; ``name`` is the host's (or VM's) name there."""
 
+    # How often a wait may ask for a state: a local read is cheap, a vCenter or BMC serves a whole estate.
+    poll_interval_s: float
+
     def state(self, name: str) -> PowerState: ...
 
     def power_on(self, name: str) -> None: ...

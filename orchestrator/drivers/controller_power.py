@@ -28,7 +28,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from orchestrator.drivers.base import PowerControllerDriver, PowerState
-from orchestrator.drivers.power_controllers import PowerController, controller_from_inventory
+from orchestrator.drivers.power_controllers import (
+    CONTROLLER_POLL_INTERVAL_S,
+    PowerController,
+    controller_from_inventory,
+)
 from orchestrator.errors import AuthFailedError, DriverError
 from orchestrator.model import Host, Inventory, PowerControllerSpec
 
@@ -129,6 +133,7 @@ class ControllerSessions:
 class HostOnController:
     """One host's power through its controller's driver (a ``PowerDriver`` for the executor and the
     probes). It answers for its own host only: another name is refused, never passed on."""
+    poll_interval_s = CONTROLLER_POLL_INTERVAL_S
 
     def __init__(self, host: str, spec: PowerControllerSpec, target: str, sessions: ControllerSessions) -> None:
         self.host = host

@@ -24,7 +24,7 @@ import subprocess
 import time
 
 from orchestrator.drivers.base import PowerState
-from orchestrator.drivers.power_controllers import PowerController, scrub
+from orchestrator.drivers.power_controllers import CONTROLLER_POLL_INTERVAL_S, PowerController, scrub
 from orchestrator.errors import AuthFailedError, DriverError, DriverTimeoutError, UnreachableError
 
 POLL_S = 0.2
@@ -36,6 +36,7 @@ UNREACHABLE_SIGNS = ("get auth capabilities error", "no response", "unable to es
 
 class IpmiLanPower:
     """Power for the server behind one IPMI BMC."""
+    poll_interval_s = CONTROLLER_POLL_INTERVAL_S
 
     def __init__(self, controller: PowerController, ipmitool: str | None = None) -> None:
         if controller.type != "ipmi":

@@ -23,6 +23,7 @@ class LabPower:
     ``power_off(graceful=False)`` cuts power: every process of the machine is killed before it returns.
     ``power_on`` boots a stopped machine and returns once its container runs (SSH comes a second later).
     """
+    poll_interval_s = 0.1  # a local read (machinectl)
 
     def __init__(self, start_timeout: float = 10.0, kill_timeout: float = 10.0) -> None:
         self.start_timeout = start_timeout
@@ -88,6 +89,7 @@ class LabPower:
 
 class IpmiPower:
     """IPMI/BMC power for real servers: not configured in this version."""
+    poll_interval_s = 0.1  # refuses every call
 
     def _refuse(self, name: str) -> DriverError:
         return DriverError(
@@ -121,6 +123,7 @@ class VagrantPower:
     what the restore checks next (integrity, health) must see a booted machine, as on real hardware
     it would after the BMC's power-on and a full boot. Machines are found by name in the running VM lab.
     """
+    poll_interval_s = 0.1  # a local read (virsh)
 
     def __init__(self, start_timeout: float = 300.0) -> None:
         self.start_timeout = start_timeout

@@ -23,6 +23,10 @@ from urllib.parse import urlsplit
 from orchestrator.errors import AuthFailedError, DriverError
 from orchestrator.masking import mask_text, secret_needles
 
+# How often a wait asks a controller for a host's state: one vCenter or BMC answers for a whole estate
+# (100 VMs polled every 0.1 s would be 1,000 requests a second).
+CONTROLLER_POLL_INTERVAL_S = 1.0
+
 if TYPE_CHECKING:
     from orchestrator.drivers.ipmi import IpmiLanPower
     from orchestrator.drivers.redfish import RedfishPower

@@ -26,7 +26,12 @@ import time
 from typing import Any
 
 from orchestrator.drivers.base import PowerState
-from orchestrator.drivers.power_controllers import GracefulRefusedError, PowerController, scrub
+from orchestrator.drivers.power_controllers import (
+    CONTROLLER_POLL_INTERVAL_S,
+    GracefulRefusedError,
+    PowerController,
+    scrub,
+)
 from orchestrator.errors import AuthFailedError, DriverError, DriverTimeoutError, UnreachableError
 
 POLL_S = 0.1
@@ -35,6 +40,7 @@ RESET_ACTION = "#ComputerSystem.Reset"
 
 class RedfishPower:
     """Power for the systems behind one Redfish service (one BMC, or a chassis manager)."""
+    poll_interval_s = CONTROLLER_POLL_INTERVAL_S
 
     def __init__(self, controller: PowerController) -> None:
         if controller.type != "redfish":

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from orchestrator.drivers.base import PowerState
 from orchestrator.drivers.power_controllers import (
+    CONTROLLER_POLL_INTERVAL_S,
     GracefulRefusedError,
     NotSupportedError,
     PowerController,
@@ -56,6 +57,7 @@ POLL_S = 0.05
 
 class VSpherePower:
     """Power for the VMs (and hypervisors) behind one vCenter or ESXi endpoint."""
+    poll_interval_s = CONTROLLER_POLL_INTERVAL_S
 
     def __init__(self, controller: PowerController) -> None:
         if controller.type != "vsphere":

@@ -43,6 +43,7 @@ class Knocks:
 
 class Power:
     """A stub power driver that always reports one state and is never asked to act."""
+    poll_interval_s = 0.1
 
     def __init__(self, state: PowerState) -> None:
         self.value: PowerState = state
