@@ -73,3 +73,24 @@ class IpmiBmc:
         self.proc.stdin.write("state\n")
         self.proc.stdin.flush()
         return self.proc.stdout.readline().strip()
+
+
+# ---- judging vcsim from the test's own pyvmomi session ----------------------------------------
+
+def vm_of(si: Any, name: str) -> Any:
+    """The one VM or ESXi host called ``name``, as vcsim tells the test's own session."""
+    from pyVmomi import vim
+
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine, vim.HostSystem], True)
+    try:
+        found = [o for o in view.view if o.name == name]
+    finally:
+        view.Destroy()
+    assert len(found) == 1, name
+    return found[0]
+
+
+def power_of(si: Any, name: str) -> str:
+    """Its ``runtime.powerState`` (poweredOn, poweredOff, suspended)."""
+    return str(vm_of(si, name).runtime.powerState)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cli_helpers import finished, last_run_id, orch, records
-from power_emulators import PASSWORD, USER, Endpoint, Tls
+from power_emulators import PASSWORD, USER, Endpoint, Tls, power_of
 
 from orchestrator.config import Settings
 from orchestrator.executor import ApprovalPolicy, RunOptions
@@ -111,20 +111,6 @@ def write_inventory(tmp_path: Path, vc: Endpoint, tls: Tls, vc_credential: str =
                                      ca_file=tls.ca_file, user=USER), encoding="utf-8")
     path.chmod(0o600)
     return path
-
-
-def power_of(si: Any, name: str) -> str:
-    """The VM's runtime.powerState as vcsim tells the test's own session."""
-    from pyVmomi import vim
-
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        found = [vm for vm in view.view if vm.name == name]
-    finally:
-        view.Destroy()
-    assert len(found) == 1, name
-    return str(found[0].runtime.powerState)
 
 
 def sessions(si: Any) -> int:

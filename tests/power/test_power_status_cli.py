@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 from cli_helpers import orch
-from power_emulators import PASSWORD, USER, Endpoint, IpmiBmc, Tls
+from power_emulators import PASSWORD, USER, Endpoint, IpmiBmc, Tls, power_of, vm_of
 
 ESTATE = {
     "hosts": ["esx1", "esx2"],
@@ -132,27 +132,11 @@ VMS = {"emr-db1": "EMR-DB1", "win-app1": "win app1", "pacs1": "pacs1", "spare1":
 
 
 def vm_power(si: Any, name: str) -> str:
-    from pyVmomi import vim
-
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        found = [vm for vm in view.view if vm.name == name]
-    finally:
-        view.Destroy()
-    assert len(found) == 1, name
-    return "off" if str(found[0].runtime.powerState) == "poweredOff" else "on"
+    return "off" if power_of(si, name) == "poweredOff" else "on"
 
 
 def moref_of(si: Any, name: str) -> str:
-    from pyVmomi import vim
-
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return str(next(vm for vm in view.view if vm.name == name)._moId)
-    finally:
-        view.Destroy()
+    return str(vm_of(si, name)._moId)
 
 
 def redfish_system(ep: Endpoint, tls: Tls) -> tuple[str, str]:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from power_emulators import PASSWORD, USER, Endpoint, Tls
+from power_emulators import PASSWORD, USER, Endpoint, Tls, power_of, vm_of
 
 from orchestrator.drivers.power_controllers import GracefulRefusedError, NotSupportedError, PowerController
 from orchestrator.drivers.vsphere import VSpherePower
@@ -35,28 +35,11 @@ def controller(ep: Endpoint, **kw: Any) -> PowerController:
     return PowerController(**{**base, **kw})
 
 
-def vm_of(si: Any, name: str) -> Any:
-    from pyVmomi import vim
-
-    content = si.RetrieveContent()
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine, vim.HostSystem], True)
-    try:
-        found = [o for o in view.view if o.name == name]
-    finally:
-        view.Destroy()
-    assert len(found) == 1, name
-    return found[0]
-
-
-def power_of(si: Any, name: str) -> str:
-    return str(vm_of(si, name).runtime.powerState)
-
-
 def wait_power(si: Any, name: str, wanted: str, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     while (now := power_of(si, name)) != wanted and time.monotonic() < deadline:
         time.sleep(0.05)
-    return now
+    return str(now)
 
 
 @pytest.fixture
