@@ -11,10 +11,19 @@ before acting, no Ansible. What is measured is execution, from "go" to "verified
   -c 'shutdown' ...` as root (its netops login shell is vtysh; root has a normal shell). Verified
   from outside: a link's lab peer can no longer reach inside, a host inside a segment can no longer
   ping across its gateway (while it still reaches a neighbour in the segment);
-* stop-host waves: every host of the wave at once gets its services stopped and
-  `systemd-run --on-active=1 systemctl poweroff` (as playbooks/stop-host.yml does, with its timer
-  accuracy of 100 ms); the wave is verified when every host's SSH port is closed and the lab power
-  driver says stopped.
+* stop-host waves: every host of the wave at once gets its services stopped and `systemctl
+  poweroff` at once, no delay (the session dropping as the machine goes down is expected: the command
+  is fired, not waited for); the wave is verified when every host's SSH port is closed and the lab
+  power driver says stopped. The SSH connections to the hosts to stop are opened ahead, as the
+  product does: in the background from the first wave after the backups, 4 handshakes at a time, in
+  wave order (a host whose connection is not up yet when its stop comes is connected to then);
+* ``dag=True``, the dependency-driven floor: no wave barrier, a host is stopped as soon as every host
+  that depends on it (its step's ``requires``) is verified off;
+* restore (``run_restore_floor``): the plan's restore waves; power on through the lab power driver,
+  SSH answering and the boot settled (`systemctl is-system-running --wait`), the integrity collector
+  (orchestrator.integrity.collect: the same script, files and hashes) compared with the signed
+  baseline, services active and the baseline's TCP ports listening, then the rendered reconnect and
+  restore-link commands per device.
 
 Host keys are checked strictly (paramiko RejectPolicy against the credential's known_hosts).
 
@@ -23,6 +32,7 @@ Host keys are checked strictly (paramiko RejectPolicy against the credential's k
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import shlex
 import socket
@@ -40,15 +50,15 @@ import paramiko
 from orchestrator.drivers.devices import render
 from orchestrator.drivers.netmiko import linux_batch
 from orchestrator.drivers.power import LabPower
-from orchestrator.model import Action, Credential, Host, Inventory, Mode, Phase, Plan, Step
+from orchestrator.model import Action, Credential, Host, Inventory, Mode, Phase, Plan, Step, Wave
 from orchestrator.planner import build_plan
 from orchestrator.verify import Probes
 
 KEEP_SERVICES = frozenset({"ssh", "sshd", "ssh.service", "sshd.service", "ssh.socket"})  # as stop-host.yml
 T = TypeVar("T")
 R = TypeVar("R")
-POWEROFF = ("systemd-run --quiet --collect --description='bench floor power-off' --on-active=1 "
-            "--timer-property=AccuracySec=100ms /bin/systemctl poweroff")
+POWEROFF = "/bin/systemctl poweroff"
+OPEN_AHEAD = 4  # handshakes at a time, as orchestrator/drivers/ssh_masters.py
 
 
 class FloorError(Exception):
@@ -94,14 +104,28 @@ class LabSsh:
         self._guard = threading.Lock()
 
     def run(self, address: str, cred: Credential, command: str, timeout_s: float = 20.0, *,
-            username: str | None = None) -> Result:
+            username: str | None = None, stdin: str | None = None) -> Result:
         key = (address, username or cred.username)
         client = self._client(key, cred)
         try:
-            return _exec(client, command, timeout_s)
+            return _exec(client, command, timeout_s, stdin=stdin)
         except (OSError, paramiko.SSHException, EOFError):
             self.drop(address, username or cred.username)
             raise
+
+    def fire(self, address: str, cred: Credential, command: str, timeout_s: float = 20.0) -> Result:
+        """Run a command that ends the session (a power-off): its exit status when it comes, and a
+        session that drops (or stays silent once the command is sent) counts as sent."""
+        key = (address, cred.username)
+        client = self._client(key, cred)
+        try:
+            return _exec(client, command, timeout_s, dropped_ok=True)
+        finally:
+            self.drop(address, cred.username)
+
+    def open(self, address: str, cred: Credential) -> None:
+        """Open (and keep) the connection now, for a command later."""
+        self._client((address, cred.username), cred)
 
     def drop(self, address: str, username: str) -> None:
         with self._guard:
@@ -136,7 +160,8 @@ class LabSsh:
             return client
 
 
-def _exec(client: paramiko.SSHClient, command: str, timeout_s: float) -> Result:
+def _exec(client: paramiko.SSHClient, command: str, timeout_s: float, *, dropped_ok: bool = False,
+          stdin: str | None = None) -> Result:
     transport = client.get_transport()
     if transport is None:
         raise paramiko.SSHException("no transport")
@@ -144,9 +169,14 @@ def _exec(client: paramiko.SSHClient, command: str, timeout_s: float) -> Result:
     try:
         chan.settimeout(timeout_s)
         chan.exec_command(command)
+        if stdin is not None:
+            chan.sendall(stdin.encode())
+            chan.shutdown_write()
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout_s
         while not (chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()):
+            if dropped_ok and (not transport.is_active() or chan.closed or time.monotonic() > deadline):
+                return Result(0, out.decode(errors="replace"), "session dropped (expected: powering off)")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"command did not finish in {timeout_s:.0f} s: {command[:80]}")
             if chan.recv_ready():
@@ -288,8 +318,10 @@ def device_command(inventory: Inventory, device: str, steps: Sequence[Step]) -> 
             lines += render(dev.platform, "backup-config", device=dev)
         elif step.action is Action.ISOLATE_SEGMENT:
             lines += render(dev.platform, step.action.value, device=dev, segment=inventory.segments[step.target])
-        elif step.action is Action.CUT_LINK:
+        elif step.action in (Action.CUT_LINK, Action.RESTORE_LINK):
             lines += render(dev.platform, step.action.value, device=dev, link=inventory.links[step.target])
+        elif step.action is Action.RECONNECT_SEGMENT:
+            lines += render(dev.platform, step.action.value, device=dev, segment=inventory.segments[step.target])
         else:
             raise FloorError(f"the floor does not do {step.action.value} on devices")
     if dev.platform == "linux":
@@ -312,75 +344,136 @@ def device_root(inventory: Inventory, device: str) -> Credential:
 
 
 def run_floor(inventory: Inventory, plan: Plan | None = None, *, stop_timeout_s: float = 60.0,
-              contain_only: bool = False) -> FloorResult:
-    """Run the floor on a running lab and time it; raises nothing for a failed check (see failures)."""
+              contain_only: bool = False, dag: bool = False) -> FloorResult:
+    """Run the floor on a running lab and time it; raises nothing for a failed check (see failures).
+    ``dag``: the stops dependency-driven (no wave barrier) instead of wave by wave."""
     plan = plan or build_plan(inventory, Mode.CONTAIN if contain_only else Mode.SHUTDOWN)
     ssh = LabSsh()
     verifier = Verifier(inventory, ssh)
     result = FloorResult()
+    opener: ThreadPoolExecutor | None = None
     go = time.monotonic()
     try:
+        stop_waves = [w for w in plan.waves if w.steps and w.steps[0].action is Action.STOP_HOST]
         for wave in plan.waves:
-            if wave.phase is Phase.VERIFY:
+            if wave.phase is Phase.VERIFY or wave in stop_waves:
                 continue
             t0 = time.monotonic()
-            failures: list[str]
-            if wave.steps[0].action is Action.STOP_HOST:
-                hosts = [inventory.hosts[s.target] for s in wave.steps]
-
-                def stop(h: Host) -> str | None:
-                    addr = str(h.management_address)
-                    try:
-                        res = ssh.run(addr, verifier.host_cred(h), stop_command(h), 20.0)
-                    except Exception as exc:  # noqa: BLE001 - recorded, verified below anyway
-                        return f"{h.name}: {type(exc).__name__}: {exc}"
-                    finally:
-                        ssh.drop(addr, verifier.host_cred(h).username)
-                    return None if res.rc == 0 else f"{h.name}: exit {res.rc}: {res.stderr.strip()[:200]}"
-
-                failures = [f for f in pmap(stop, hosts) if f is not None]
-                t1 = time.monotonic()
-                failures += [f"{n}: still on after {stop_timeout_s:.0f} s"
-                             for n in verifier.wait_off(hosts, stop_timeout_s)]
-                label = f"stop-host wave {wave.index} ({len(hosts)} hosts)"
-            else:
-                by_device: dict[str, list[Step]] = {}
-                for s in wave.steps:
-                    assert s.device is not None or s.action is Action.BACKUP_CONFIG
-                    by_device.setdefault(s.device or s.target, []).append(s)
-
-                def act(item: tuple[str, list[Step]]) -> str | None:
-                    device, steps = item
-                    cred = device_root(inventory, device)
-                    try:
-                        res = ssh.run(str(inventory.devices[device].address), cred,
-                                      device_command(inventory, device, steps), 30.0, username="root")
-                    except Exception as exc:  # noqa: BLE001
-                        return f"{device}: {type(exc).__name__}: {exc}"
-                    bad = res.rc != 0 or any(line.startswith("%") for line in res.stdout.splitlines())
-                    if bad:
-                        return f"{device}: exit {res.rc}: {(res.stderr or res.stdout).strip()[:200]}"
-                    if steps[0].action is Action.BACKUP_CONFIG and not res.stdout.strip():
-                        return f"{device}: empty configuration"
-                    return None
-
-                failures = [f for f in pmap(act, list(by_device.items())) if f is not None]
-                t1 = time.monotonic()
-                links = [s.target for s in wave.steps if s.action is Action.CUT_LINK]
-                segments = [s.target for s in wave.steps if s.action is Action.ISOLATE_SEGMENT]
-                failures += verifier.contained(links, segments)
-                kinds = sorted({s.action.value for s in wave.steps})
-                label = f"{'+'.join(kinds)} wave {wave.index} ({len(wave.steps)} steps)"
+            failures, label = _contain_wave(inventory, ssh, verifier, wave)
             done = time.monotonic()
-            result.waves.append(Timing(label, round(t1 - t0, 3), round(done - t1, 3), round(done - go, 3)))
+            result.waves.append(Timing(label, round(done - t0, 3), 0.0, round(done - go, 3)))
             result.failures += failures
             if wave.phase is Phase.CONTAIN:
                 result.contain_s = round(done - go, 3)
-            elif wave.phase is Phase.SHUTDOWN:
-                result.shutdown_s = round(done - go, 3)
+            if opener is None and stop_waves and not all(s.action is Action.BACKUP_CONFIG for s in wave.steps):
+                opener = _open_ahead(verifier, [inventory.hosts[s.target] for w in stop_waves for s in w.steps])
+        if opener is None and stop_waves:
+            opener = _open_ahead(verifier, [inventory.hosts[s.target] for w in stop_waves for s in w.steps])
+        if dag and stop_waves:
+            _stop_dag(inventory, verifier, stop_waves, stop_timeout_s, result, go)
+        else:
+            for wave in stop_waves:
+                t0 = time.monotonic()
+                hosts = [inventory.hosts[s.target] for s in wave.steps]
+                failures = [f for f in pmap(lambda h: _stop_one(verifier, h, stop_timeout_s), hosts) if f]
+                done = time.monotonic()
+                result.waves.append(Timing(f"stop-host wave {wave.index} ({len(hosts)} hosts)",
+                                           round(done - t0, 3), 0.0, round(done - go, 3)))
+                result.failures += failures
+        if stop_waves:
+            result.shutdown_s = round(time.monotonic() - go, 3)
     finally:
+        if opener is not None:
+            opener.shutdown(wait=True, cancel_futures=True)
         ssh.close()
     return result
+
+
+def _open_ahead(verifier: Verifier, hosts: Sequence[Host]) -> ThreadPoolExecutor:
+    """The stop hosts' connections, opened in the background, OPEN_AHEAD at a time, in wave order."""
+    pool = ThreadPoolExecutor(max_workers=OPEN_AHEAD)
+
+    def one(h: Host) -> None:
+        with contextlib.suppress(Exception):  # only a head start: the stop connects anyway
+            verifier.ssh.open(str(h.management_address), verifier.host_cred(h))
+
+    for h in hosts:
+        pool.submit(one, h)
+    return pool
+
+
+def _stop_one(verifier: Verifier, h: Host, stop_timeout_s: float) -> str | None:
+    """Fire the stop (services, then power-off at once) and wait until the host is verified off."""
+    addr = str(h.management_address)
+    problem = None
+    try:
+        res = verifier.ssh.fire(addr, verifier.host_cred(h), stop_command(h), 5.0)
+        if res.rc != 0:
+            problem = f"{h.name}: exit {res.rc}: {res.stderr.strip()[:200]}"
+    except Exception as exc:  # noqa: BLE001 - recorded, verified below anyway
+        problem = f"{h.name}: {type(exc).__name__}: {exc}"
+    late = verifier.wait_off([h], stop_timeout_s)
+    if late:
+        return f"{h.name}: still on after {stop_timeout_s:.0f} s" + (f" ({problem})" if problem else "")
+    return None
+
+
+def _stop_dag(inventory: Inventory, verifier: Verifier, stop_waves: Sequence[Wave], stop_timeout_s: float,
+              result: FloorResult, go: float) -> None:
+    """Every host stopped as soon as each host depending on it (its step's requires) is verified off."""
+    steps = [s for w in stop_waves for s in w.steps]  # wave order: what a step waits for comes first
+    off = {s.id: threading.Event() for s in steps}
+    ok: dict[str, bool] = {}
+    done_at: dict[str, float] = {}
+
+    def one(step: Step) -> str | None:
+        for req in step.requires:
+            if req in off:
+                off[req].wait()
+                if not ok.get(req):
+                    off[step.id].set()
+                    return f"{step.target}: not stopped, {req} did not stop"
+        problem = _stop_one(verifier, inventory.hosts[step.target], stop_timeout_s)
+        ok[step.id] = problem is None
+        done_at[step.id] = time.monotonic() - go
+        off[step.id].set()
+        return problem
+
+    t0 = time.monotonic()
+    result.failures += [f for f in pmap(one, steps, workers=len(steps)) if f]
+    for wave in stop_waves:
+        last = max((done_at.get(s.id, 0.0) for s in wave.steps), default=0.0)
+        result.waves.append(Timing(f"stop-host (dependency-driven) plan wave {wave.index} ({len(wave.steps)} hosts)",
+                                   round(time.monotonic() - t0, 3), 0.0, round(last, 3)))
+
+
+def _contain_wave(inventory: Inventory, ssh: LabSsh, verifier: Verifier, wave: Wave) -> tuple[list[str], str]:
+    by_device: dict[str, list[Step]] = {}
+    for s in wave.steps:
+        assert s.device is not None or s.action is Action.BACKUP_CONFIG
+        by_device.setdefault(s.device or s.target, []).append(s)
+
+    def act(item: tuple[str, list[Step]]) -> str | None:
+        device, steps = item
+        cred = device_root(inventory, device)
+        try:
+            res = ssh.run(str(inventory.devices[device].address), cred,
+                          device_command(inventory, device, steps), 30.0, username="root")
+        except Exception as exc:  # noqa: BLE001
+            return f"{device}: {type(exc).__name__}: {exc}"
+        bad = res.rc != 0 or any(line.startswith("%") for line in res.stdout.splitlines())
+        if bad:
+            return f"{device}: exit {res.rc}: {(res.stderr or res.stdout).strip()[:200]}"
+        if steps[0].action is Action.BACKUP_CONFIG and not res.stdout.strip():
+            return f"{device}: empty configuration"
+        return None
+
+    failures = [f for f in pmap(act, list(by_device.items())) if f is not None]
+    links = [s.target for s in wave.steps if s.action is Action.CUT_LINK]
+    segments = [s.target for s in wave.steps if s.action is Action.ISOLATE_SEGMENT]
+    failures += verifier.contained(links, segments)
+    kinds = sorted({s.action.value for s in wave.steps})
+    return failures, f"{'+'.join(kinds)} wave {wave.index} ({len(wave.steps)} steps)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -391,8 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The floor: shutdown with bare parallel paramiko.")
     parser.add_argument("inventory")
     parser.add_argument("--contain-only", action="store_true")
+    parser.add_argument("--dag", action="store_true", help="the dependency-driven floor (no wave barrier)")
     args = parser.parse_args(argv)
-    res = run_floor(load_inventory(args.inventory), contain_only=args.contain_only)
+    res = run_floor(load_inventory(args.inventory), contain_only=args.contain_only, dag=args.dag)
     for w in res.waves:
         print(f"{w.label}: act {w.act_s:.2f} s, verify {w.verify_s:.2f} s, verified at {w.done_at_s:.2f} s")
     print(f"contain {res.contain_s} s, shutdown {res.shutdown_s} s")

@@ -12,8 +12,15 @@ Each attestation makes one ``claim``. Today there is one:
   or is cleared: its power driver proves it off, or this attestation says it is disconnected. The
   report then says "attested by NAME: physically disconnected, not verified", never "verified".
 
-Issue 15 adds claims (a host vouched for at its integrity step); ``CLAIMS`` is the one list to extend,
-and :func:`attestations_for` reads any claim back from the records.
+* ``vouched-clean``: a named person vouches that the host is clean where the tool cannot check it
+  (no baseline for it, or a Windows host the collector cannot read): rebuilt from a backup of date
+  X, scanned by the EDR, ... A restore then passes the host's integrity step as ``attested`` (never
+  ``verified``: the run ends "unproven") and the report says "attested by NAME, not verified". It
+  replaces a MISSING check only: a host whose integrity check ran and found differences from its
+  baseline (or whose baseline fails its signature) is never cleared by an attestation, and ``attest``
+  refuses to record one for it.
+
+``CLAIMS`` is the one list to extend, and :func:`attestations_for` reads any claim back from the records.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ from orchestrator.errors import UsageError
 from orchestrator.model import Mode
 
 DISCONNECTED = "physically-disconnected"
+VOUCHED_CLEAN = "vouched-clean"
 CLAIMS: dict[str, str] = {
     # claim -> what it says, in the words of the record and the report
     DISCONNECTED: "physically disconnected from every network, not verified by the tool",
+    VOUCHED_CLEAN: "vouched clean by a person where the tool cannot check its integrity, not verified by the tool",
 }
+CLI_CLAIMS: dict[str, str] = {"disconnected": DISCONNECTED, "clean": VOUCHED_CLEAN}  # --claim WORD -> claim
 EVIDENCE_MAX_BYTES = 512 * 1024 * 1024  # hashed in chunks; a bigger file is refused (it is not a photo or a log)
 TEXT_MAX = 2000  # characters of --by and --reason kept
 
@@ -70,6 +80,17 @@ def attestations_for(records: Iterable[Mapping[str, Any]], claim: str) -> dict[s
 def disconnection_attestations(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """host -> its latest physical-disconnection attestation in the run (what a restore's readiness accepts)."""
     return attestations_for(records, DISCONNECTED)
+
+
+def vouched_attestations(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """host -> its latest vouched-clean attestation in the run (what a restore's integrity step accepts
+    where it cannot check: no baseline, a Windows host)."""
+    return attestations_for(records, VOUCHED_CLEAN)
+
+
+def integrity_failed(records: Iterable[Mapping[str, Any]], host: str) -> int:
+    """How many differences from its baseline the run found on ``host`` (0: none found, or never checked)."""
+    return sum(1 for r in records if r.get("type") == "integrity-finding" and r.get("host") == host)
 
 
 def hash_evidence(path: str | Path) -> dict[str, Any]:
@@ -125,6 +146,11 @@ def attest_host(settings: Settings, run_id: str, host: str, *, by: str, reason: 
         shown = ", ".join(restored[:12]) + (" ..." if len(restored) > 12 else "")
         raise UsageError(f"run {run_id} does not restore host {host!r}", target=host,
                          hint=f"hosts of this restore: {shown or 'none'}")
+    if claim == VOUCHED_CLEAN and (found := integrity_failed(state.records, host)):
+        raise UsageError(f"run {run_id} found {found} difference(s) from {host}'s signed baseline: an "
+                         "attestation never overrides a failed integrity check", target=host,
+                         hint="investigate the differences (orchestrator report RUN_ID); rebuild the host, "
+                         "then capture a new baseline once it is known good, and restore it in a new run")
     evidence_doc = hash_evidence(evidence) if evidence is not None else None
     storage.ensure_private_dir(settings.state_dir)
     with RunLock(settings.lock_path, run_id, command=f"attest {run_id} {host}"):

@@ -40,8 +40,11 @@ if TYPE_CHECKING:
 
     from orchestrator.drivers.ssh import SshDriver
     from orchestrator.executor import ApprovalPolicy, RunOptions, RunResult
+    from orchestrator.health.check import HealthCheck
     from orchestrator.lab import LabStatus
+    from orchestrator.onboarding.draft import Draft
     from orchestrator.power_status import PowerStatus
+    from orchestrator.readiness import Readiness
 
 console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 160)
@@ -167,25 +170,171 @@ def inventory_ansible_cmd(inventory: str) -> None:
     click.echo(dumps(to_ansible_inventory(load(inventory))), nl=False)
 
 
+# ---- from the estate to an inventory (orchestrator/onboarding) --------------------------------
+
+def base_options(func: F) -> F:
+    func = click.option("--segments", "segments_file", type=click.Path(dir_okay=False, exists=True),
+                        help="A YAML file with segments: (and site:, management:, credentials: if it has them).")(func)
+    func = click.option("--into", type=click.Path(dir_okay=False, exists=True), metavar="INVENTORY",
+                        help="Merge into this inventory (or skeleton): its segments place the addresses; "
+                        "comments and hand-written keys are kept.")(func)
+    func = click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+                        help="Where the draft is written (0600; may be the --into file itself).")(func)
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")(func)
+
+
+@inventory_group.group("import")
+def inventory_import_group() -> None:
+    """Draft an inventory from what the hospital already has (vCenter, a CMDB export)."""
+
+
+@inventory_import_group.command("vsphere")
+@click.option("--controller", "url", required=True, metavar="URL", help="https://vcenter.example.org[:port]")
+@click.option("--credentials", "credential", required=True, metavar="NAME",
+              help="The credential (under credentials: of --into / --segments) that logs in: username and "
+              "password_env or password_file, by reference.")
+@click.option("--map", "mapping_file", type=click.Path(dir_okay=False, exists=True),
+              help="Mapping file: defaults (credentials), folders / attributes -> campus, role, tier; datastores.")
+@click.option("--controller-name", metavar="NAME", help="Its name under power_controllers: (default: vcenter).")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
+              help="The CA that signed vCenter's certificate (default: the system's CAs; always verified).")
+@click.option("--allow-http", is_flag=True, help="Allow http:// (a lab simulator only).")
+@base_options
+def inventory_import_vsphere_cmd(url: str, credential: str, mapping_file: str | None, controller_name: str | None,
+                                 ca_file: str | None, allow_http: bool, output: str, into: str | None,
+                                 segments_file: str | None, as_json: bool) -> None:
+    """Every VM and hypervisor vCenter knows, as a draft inventory. What cannot be decided (no address,
+    an address in no segment, an unknown OS) is listed and written as commented TODO(import) entries."""
+    from orchestrator.onboarding.sources import import_vsphere
+
+    draft = import_vsphere(url, credential, output, into=into, segments=segments_file, mapping_file=mapping_file,
+                           controller_name=controller_name, ca_file=ca_file, allow_http=allow_http)
+    render_draft(draft, output, as_json)
+
+
+@inventory_import_group.command("csv")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--map", "mapping_file", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Mapping file: columns: {name: TITLE, address: TITLE, ...}, separator, defaults.")
+@base_options
+def inventory_import_csv_cmd(file: str, mapping_file: str, output: str, into: str | None,
+                             segments_file: str | None, as_json: bool) -> None:
+    """A CMDB / spreadsheet export as a draft inventory. Every wrong cell is reported at once (row and
+    column) and nothing is written."""
+    from orchestrator.onboarding.sources import import_csv
+
+    render_draft(import_csv(file, mapping_file, output, into=into, segments=segments_file), output, as_json)
+
+
+def render_draft(draft: Draft, output: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"output": output, **draft.as_dict()})
+        return
+    console.print(f"[green]written[/] {lit(output)}: {len(draft.added)} hosts added, {len(draft.updated)} updated, "
+                  f"{len(draft.undecided)} undecided", soft_wrap=True)
+    for name, keys in sorted(draft.updated.items()):
+        console.print(f"updated {lit(name)}: {lit(', '.join(keys))}", soft_wrap=True)
+    for name in draft.gone:
+        console.print(f"[yellow]gone from the estate[/] {lit(name)} (still in the inventory: remove it by hand)",
+                      soft_wrap=True)
+    for skipped in draft.skipped:
+        console.print(f"skipped {lit(skipped)}", soft_wrap=True)
+    if draft.undecided:
+        console.print(f"[yellow]undecided[/] ({len(draft.undecided)}): written commented out under "
+                      "'# TODO(import)' in hosts:; fill them in, uncomment, then `orchestrator validate`:")
+        for r in draft.undecided:
+            console.print(f"  {lit(r.name)} ({lit(r.source)}): {lit('; '.join(r.todos))}", soft_wrap=True)
+
+
+@inventory_group.command("diff")
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
+@click.option("--against", required=True, type=click.Choice(["vsphere", "csv"]))
+@click.option("--controller", metavar="NAME", help="vsphere: which power_controllers entry (default: the only one).")
+@click.option("--file", "csv_file", type=click.Path(dir_okay=False, exists=True), help="csv: the export.")
+@click.option("--map", "mapping_file", type=click.Path(dir_okay=False, exists=True), help="The mapping file.")
+@click.option("--json", "as_json", is_flag=True)
+def inventory_diff_cmd(inventory_path: str, against: str, controller: str | None, csv_file: str | None,
+                       mapping_file: str | None, as_json: bool) -> None:
+    """Read-only: hosts in the estate but not in the inventory (a shutdown would forget them), hosts gone,
+    changed addresses, OS or hypervisor. Exit 1 when anything would change what a shutdown does."""
+    from orchestrator.onboarding.sources import diff_csv, diff_vsphere
+
+    inventory = load(inventory_path)
+    found = (diff_vsphere(inventory, controller, mapping_file) if against == "vsphere"
+             else diff_csv(inventory, csv_file, mapping_file))
+    if as_json:
+        emit_json(found.as_dict())
+    else:
+        for r in found.missing:
+            console.print(f"[red]missing[/] {lit(r.name)} ({lit(r.source)}, {lit(r.fields.get('address'))}): in the "
+                          "estate, not in the inventory: a shutdown would forget it", soft_wrap=True)
+        for name in found.gone:
+            console.print(f"[yellow]gone[/] {lit(name)}: in the inventory, no longer in the estate", soft_wrap=True)
+        for c in found.changed:
+            console.print(f"[yellow]changed[/] {lit(c.host)} {lit(c.key)}: inventory {lit(c.inventory)}, "
+                          f"estate {lit(c.estate)}", soft_wrap=True)
+        if not found.would_change_shutdown:
+            console.print(f"[green]no drift[/] against {lit(found.source)}")
+    raise Exit(EXIT_FAILED if found.would_change_shutdown else EXIT_OK)
+
+
+@inventory_group.command("check-reach")
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
+@scope_options
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.5, 60), default=5.0, show_default=True,
+              help="Seconds per connection.")
+@click.option("--parallel", type=click.IntRange(1, 128), default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def inventory_check_reach_cmd(inventory_path: str, campuses: tuple[str, ...], segments: tuple[str, ...],
+                              hosts: tuple[str, ...], timeout_s: float, parallel: int, as_json: bool) -> None:
+    """Read-only preflight: devices answer with their pinned key and prompt and have the links' and
+    segments' interfaces; hosts answer SSH with their pinned key (windows: their power controller).
+    Exit 1 when anything would fail."""
+    from orchestrator.onboarding.reach_check import check_reach
+
+    report = check_reach(load(inventory_path), make_scope(campuses, segments, hosts), timeout_s=timeout_s,
+                         parallel=parallel)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        table = Table(title=Text(f"what would fail ({len(report.failed)} of {len(report.checks)} checks)"))
+        for column in ("kind", "target", "check", "detail"):
+            table.add_column(column)
+        for c in report.failed:
+            table.add_row(Text(c.kind), Text(c.target), Text(c.check), Text(c.detail, style="red"))
+        if report.failed:
+            console.print(table)
+        else:
+            console.print(f"[green]all {len(report.checks)} checks pass[/]")
+    raise Exit(EXIT_FAILED if report.failed else EXIT_OK)
+
+
 @cli.command()
 @click.argument("inventory", type=click.Path(dir_okay=False))
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), required=True)
 @scope_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan document (DESIGN §4).")
 @click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the plan document to FILE.")
-def plan(inventory: str, mode: str, campuses: tuple[str, ...], segments: tuple[str, ...], hosts: tuple[str, ...],
-         as_json: bool, output: str | None) -> None:
-    """Build the ordered plan for contain, shutdown or restore (nothing is touched)."""
+@click.pass_context
+def plan(ctx: click.Context, inventory: str, mode: str, campuses: tuple[str, ...], segments: tuple[str, ...],
+         hosts: tuple[str, ...], as_json: bool, output: str | None) -> None:
+    """Build the ordered plan for contain, shutdown or restore (nothing is touched). A restore plan also
+    says, per host, what will prove it clean and which hosts will stay isolated unless someone attests."""
     from orchestrator.planner import build_plan, plan_to_json
+    from orchestrator.readiness import plan_document_with_readiness, restore_readiness
 
-    the_plan = build_plan(load(inventory), Mode(mode), make_scope(campuses, segments, hosts))
-    text = plan_to_json(the_plan)
+    loaded = load(inventory)
+    the_plan = build_plan(loaded, Mode(mode), make_scope(campuses, segments, hosts))
+    readiness = restore_readiness(loaded, the_plan, settings_from(ctx)) if the_plan.mode is Mode.RESTORE else None
+    text = plan_to_json(the_plan) if readiness is None else plan_document_with_readiness(the_plan, readiness)
     if output:
         atomic_write(Path(output), text)  # private (0600), whole or absent
     if as_json:
         click.echo(text, nl=False)
     else:
         render_plan(the_plan)
+        if readiness is not None:
+            render_readiness(readiness)
         if output:
             console.print(f"plan written to {output}", markup=False)
 
@@ -216,6 +365,27 @@ def render_plan(the_plan: Plan) -> None:
             console.print(f"  {host}: {why}", markup=False, soft_wrap=True)
     console.print(f"{len(the_plan.steps())} steps in {len(the_plan.waves)} waves; "
                   f"inventory sha256 {the_plan.inventory_sha256[:12]}", markup=False)
+
+
+def render_readiness(readiness: Readiness, run_id: str = "RUN_ID") -> None:
+    """Per host of a restore: what will prove it clean; then the hosts that will stay isolated unless attested."""
+    table = Table(title="what will prove each host clean")
+    for column in ("tier", "host", "integrity", "health", "suites"):
+        table.add_column(column)
+    for h in readiness.hosts:
+        proof = {"baseline": Text(f"baseline of {h.baseline_taken}"),
+                 "attestation-required": Text(f"ATTESTATION REQUIRED: {h.why}", style="magenta"),
+                 }.get(h.proof, Text(f"REFUSED: {h.why}", style="red"))
+        health = ", ".join([*h.services, *(f"port {p}" for p in h.ports)]) or "-"
+        table.add_row(str(h.tier), Text(h.host), proof, Text(health), Text(", ".join(h.suites) or "-"))
+    console.print(table)
+    for segment, names in readiness.held_segments.items():
+        console.print(f"[magenta]stays isolated unless attested[/]: segment {lit(segment)} ({lit(', '.join(names))}): "
+                      f"orchestrator attest {lit(run_id)} HOST --claim clean --by NAME --reason TEXT, then resume",
+                      soft_wrap=True)
+    if readiness.refused:
+        console.print(f"[red]will be quarantined[/] (a baseline exists and fails its check; no attestation "
+                      f"clears it): {lit(', '.join(readiness.refused))}", soft_wrap=True)
 
 
 def _wave_of(the_plan: Plan, step_id: str) -> int:
@@ -474,7 +644,8 @@ def render_result(result: RunResult, as_json: bool) -> None:
                                "time_to_containment_s": result.time_to_containment_s,
                                "time_to_shutdown_s": result.time_to_shutdown_s,
                                "quarantined": dict(result.quarantined),
-                               "left": [{"step_id": s, "reason": r} for s, r in result.left]}))
+                               "left": [{"step_id": s, "reason": r} for s, r in result.left],
+                               "attested": result.attested}))
         return
     colour = STATUS_COLOURS.get(result.status, "red")
     console.print(f"\nrun [bold]{lit(result.run_id)}[/]: [{colour}]{lit(result.status)}[/]")
@@ -484,7 +655,9 @@ def render_result(result: RunResult, as_json: bool) -> None:
         console.print(f"  time to shutdown:    {result.time_to_shutdown_s:.1f} s")
     for host, why in result.quarantined.items():
         console.print(f"  [red]quarantined[/] {lit(host)}: {lit(why)}", soft_wrap=True)
-    unproven = {step_id for step_id, _ in result.unproven}
+    for step_id, said in result.attested.items():
+        console.print(f"  [magenta]ATTESTED[/] {lit(step_id)}: {lit(said)}", soft_wrap=True)
+    unproven = {s for s, _ in result.unproven if s not in result.attested}
     if unproven:
         console.print(f"  [magenta]UNPROVEN[/] (done as far as the devices say, not proven by any probe: "
                       f"not verified): {lit(', '.join(sorted(unproven)))}", soft_wrap=True)
@@ -596,7 +769,10 @@ def restore(ctx: click.Context, inventory_path: str, run_id: str | None, approve
     selection = selection_from_run(settings, run_id, inventory) if run_id else None
     the_plan = build_plan(inventory, Mode.RESTORE, scope, selection=selection)
     if not as_json:
+        from orchestrator.readiness import restore_readiness
+
         render_plan(the_plan)
+        render_readiness(restore_readiness(inventory, the_plan, settings))
     policy = ApprovalPolicy(approve) if approve else ApprovalPolicy.EACH
     execute(ctx, inventory, the_plan, run_options(ctx, approve=policy), as_json)
 
@@ -627,8 +803,9 @@ def resume(ctx: click.Context, run_id: str, approve: str | None, as_json: bool) 
 @click.option("--reason", required=True, metavar="TEXT", help="Why, and how it was checked (where, when, by whom).")
 @click.option("--evidence", type=click.Path(dir_okay=False), metavar="FILE",
               help="A file backing the claim (photo, ticket export): its SHA-256 is journaled.")
-@click.option("--claim", type=click.Choice(["disconnected"]), default="disconnected", show_default=True,
-              help="What is attested. disconnected: the host is physically cut off every network.")
+@click.option("--claim", type=click.Choice(["disconnected", "clean"]), default="disconnected", show_default=True,
+              help="What is attested. disconnected: the host is physically cut off every network. clean: the "
+              "host is vouched clean where the tool cannot check its integrity (no baseline, windows).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def attest(ctx: click.Context, run_id: str, host: str, by: str, reason: str, evidence: str | None, claim: str,
@@ -638,13 +815,15 @@ def attest(ctx: click.Context, run_id: str, host: str, by: str, reason: str, evi
     A quarantined host without a power driver (or one its driver cannot prove off) holds its segment
     isolated; an attestation that it is physically disconnected lets `orchestrator resume RUN_ID`
     reconnect the segment. The report says "attested by NAME: physically disconnected, not verified".
+    A host without a baseline (or a windows host) fails its integrity step; `--claim clean` vouches
+    for it and the resumed restore passes it as "attested by NAME, not verified". A host whose
+    integrity check found differences is never cleared by an attestation.
     """
-    from orchestrator.attest import DISCONNECTED, attest_host
+    from orchestrator.attest import CLI_CLAIMS, attest_host
     from orchestrator.journal import current_operator
 
-    claims = {"disconnected": DISCONNECTED}
     done = attest_host(settings_from(ctx), run_id, host, by=by, reason=reason, evidence=evidence,
-                       claim=claims[claim], operator=current_operator())
+                       claim=CLI_CLAIMS[claim], operator=current_operator())
     if as_json:
         emit_json(done.as_dict())
         return
@@ -703,6 +882,50 @@ def status(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
                       soft_wrap=True, markup=False)
     if holder:
         console.print(f"  lock held by {holder.describe()}", markup=False)
+
+
+@cli.command("restore-status")
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
+@click.option("--run", "run_id", metavar="RUN_ID", help="This restore run (default: the site's latest).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def restore_status_cmd(ctx: click.Context, inventory_path: str, run_id: str | None, as_json: bool) -> None:
+    """The restore board's view: per tier and host the state (off, started, integrity ok/failed/attested,
+    suites x/y, gate, reconnected), what blocks each segment and who approved each gate. Read-only."""
+    from orchestrator.restore_status import restore_status
+
+    doc = restore_status(load(inventory_path), settings_from(ctx), run_id)
+    if as_json:
+        emit_json(doc)
+        return
+    render_restore_status(doc)
+
+
+def render_restore_status(doc: dict[str, Any]) -> None:
+    run = doc["run"]
+    if run is None:
+        console.print(f"site {lit(doc['site'])}: no restore run yet; what a restore will need:", soft_wrap=True)
+    else:
+        console.print(f"site {lit(doc['site'])}: restore run {lit(run['run_id'])} ({lit(run['status'])}), started "
+                      f"{lit(run['started'])}", soft_wrap=True)
+    for row in doc["tiers"]:
+        gate = row.get("gate") or {}
+        approved = (f"approved by {gate['approver']} ({gate['how']}) at {gate['at']}" if gate.get("approved")
+                    else "refused" if gate.get("approved") is False else gate.get("status", "not reached"))
+        table = Table(title=Text(f"tier {row['tier']}: gate {approved}" if gate else f"tier {row['tier']}"))
+        for column in ("host", "segment", "state", "start", "integrity", "suites", "health", "attestation"):
+            table.add_column(column)
+        for h in row["hosts"]:
+            suites = f"{h['suites']['passed']}/{h['suites']['total']}" if h["suites"]["total"] else "-"
+            table.add_row(*(Text(str(v)) for v in (h["host"], h["segment"], h["state"], h["start"], h["integrity"],
+                                                    suites, h["health"], h["attestation"] or "-")))
+        console.print(table)
+        for seg in row["segments"]:
+            console.print(f"  segment {lit(seg['segment'])}: " + (
+                "reconnected" if seg["status"] == "verified" else f"isolated: {lit(seg['blocking'])}"), soft_wrap=True)
+    if doc["still_to_attest"]:
+        console.print(f"[magenta]need an attestation[/] (no baseline, or windows): "
+                      f"{lit(', '.join(doc['still_to_attest']))}", soft_wrap=True)
 
 
 @cli.group()
@@ -999,6 +1222,65 @@ def integrity_check(ctx: click.Context, inventory_path: str, campuses: tuple[str
     if as_json:
         emit_json(doc)
     raise Exit(EXIT_FAILED if bad else EXIT_OK)
+
+
+@cli.group("health")
+def health_group() -> None:
+    """Site health suites (pytest-testinfra files named by the inventory)."""
+
+
+@health_group.command("check")
+@click.argument("inventory_path", metavar="INVENTORY", type=click.Path(dir_okay=False))
+@scope_options
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
+              help="Seconds one suite may run before it is stopped (counted as an error).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def health_check_cmd(ctx: click.Context, inventory_path: str, campuses: tuple[str, ...], segments: tuple[str, ...],
+                     hosts: tuple[str, ...], timeout_s: float, as_json: bool) -> None:
+    """Read-only: run each in-scope host's health suites against it over pinned SSH.
+
+    Exit 1 when a test failed or errored."""
+    from orchestrator.health.check import check_health
+    from orchestrator.health.suites import SuiteOptions
+
+    inventory = load(inventory_path)
+    result = check_health(inventory, make_scope(campuses, segments, hosts), forks=settings_from(ctx).forks,
+                          options=SuiteOptions(suite_timeout_s=timeout_s))
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        render_health_check(result)
+    raise Exit(EXIT_OK if result.passed else EXIT_FAILED)
+
+
+HEALTH_COLOURS = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+
+
+def render_health_check(result: HealthCheck) -> None:
+    if not result.hosts:
+        console.print("no host in scope names a health suite (health: or health_suites: in the inventory)",
+                      markup=False)
+        return
+    table = Table(title=Text("health suites (read-only)"))
+    for column in ("host", "suite", "test", "outcome", "s", "message"):
+        table.add_column(column)
+    for h in result.hosts:
+        if h.not_run:
+            table.add_row(Text(h.host), Text(", ".join(h.suites)), Text("-"), Text("not run", style="yellow"),
+                          Text(""), Text(h.not_run))
+        for t in h.tests:
+            table.add_row(Text(h.host), Text(t.suite), Text(t.test), Text(t.outcome, style=HEALTH_COLOURS[t.outcome]),
+                          Text(f"{t.duration_s:.2f}"), Text(t.message))
+    console.print(table)
+    for h in result.hosts:
+        counts = h.counts()
+        verdict = "[green]passed[/]" if h.passed else "[red]FAILED[/]"
+        console.print(f"{verdict} {lit(h.host)}: {counts['passed']}/{len(h.tests)} passed, {counts['failed']} "
+                      f"failed, {counts['error']} error, {counts['skipped']} skipped ({h.duration_s:.1f} s)")
+        for t in h.failures:  # in full, unwrapped: the table's cells are narrow
+            first, *_ = t.message.splitlines() or [""]
+            console.print(f"    {h.host} {t.suite}::{t.test} {t.outcome}: {first}", markup=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------------

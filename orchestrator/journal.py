@@ -57,9 +57,11 @@ and shown as they are.
 ``command-sent``       step_id, driver, target, commands (list of strings, secrets masked); optional
                        ``sent_with`` (the other steps of the same device batch)
 ``verification``       step_id, check, passed, evidence
-``step-finished``      step_id, action, target, status (verified|unproven|failed|skipped|dry-run),
+``step-finished``      step_id, action, target, status (verified|unproven|attested|failed|skipped|dry-run),
                        changed, already, escalated, error, evidence, duration_s; ``unproven``: done as far as
-                       the device says, proven by no probe (an isolation with no host inside to probe from)
+                       the device says, proven by no probe (an isolation with no host inside to probe from);
+                       ``attested``: an integrity step the tool could not make, passed on a person's
+                       vouched-clean attestation (error: "attested by X, not verified ...")
 ``escalation``         step_id, host, to, reason
 ``quarantine``         host, reason, powered_off; optional ``error`` (the power driver failed) or ``evidence``
 ``gate-approved``      gate, approver, how, summary (what the approver was shown)
@@ -75,7 +77,7 @@ and shown as they are.
 ``clearance``          step_id, segment, host, quarantined, how (power-driver|attestation), text, and
                        ``evidence`` (power driver) or ``attestation`` (by, reason, operator, ts, seq,
                        evidence): why a host that did not pass its checks no longer holds its segment back
-``attestation``        host, claim (physically-disconnected), statement, by, reason, operator, from_host,
+``attestation``        host, claim (physically-disconnected|vouched-clean), statement, by, reason, operator, from_host,
                        pid, evidence ({file, bytes, sha256} or null): ``orchestrator attest``, a person's word
 ``lock-taken-over``    holder: the stale lock's holder (pid, host, user, run_id, command, started,
                        proc_start) and why it was stale (reason)

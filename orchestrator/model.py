@@ -100,6 +100,15 @@ class HostKind(StrEnum):
     STORAGE = "storage"  # holds VMs' disks (``stored_on`` names it): stops last, starts first
 
 
+class HostOs(StrEnum):
+    LINUX = "linux"  # reached over SSH and Ansible (the default)
+    WINDOWS = "windows"  # never over SSH or Ansible: stopped and started only through its power controller
+
+
+WINDOWS_PORTS = (3389, 5985, 5986, 445)  # RDP, WinRM (http, https), SMB: an os: windows host's own probe
+ESXI_PORTS = (22, 443, 902)  # SSH (when enabled), the host's HTTPS API, vpxa/NFC: a vCenter-powered ESXi's probe
+
+
 class ControllerType(StrEnum):
     VSPHERE = "vsphere"
     REDFISH = "redfish"
@@ -134,6 +143,8 @@ class PowerTarget:
     controller: str
     vm: str | None = None
     system: str | None = None
+    host: str | None = None  # an ESXi host as its vSphere controller names it (a kind: hypervisor host)
+    bmc: str | None = None  # with host: the redfish or ipmi controller that powers that ESXi host
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,14 @@ class Host:
     runs_on: tuple[str, ...] = ()  # the hypervisor(s) this VM runs on
     stored_on: tuple[str, ...] = ()  # the storage host(s) holding its disks
     power_target: PowerTarget | None = None  # a structured power: (a controller of power_controllers)
+    os: HostOs = HostOs.LINUX
+    health: tuple[str, ...] = ()  # health suites (pytest-testinfra files), resolved: its role's, then its own
+
+    @property
+    def never_ssh(self) -> bool:
+        """Stopped and started only through its power controller, never by an SSH or Ansible command:
+        an ``os: windows`` host, or a hypervisor powered through vCenter (``power: {host: ...}``)."""
+        return self.os is HostOs.WINDOWS or (self.power_target is not None and self.power_target.host is not None)
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -204,6 +223,7 @@ class Inventory:
     version: int = 1
     lab: LabSettings | None = None
     power_controllers: Mapping[str, PowerControllerSpec] = field(default_factory=dict)
+    base_dir: str = ""  # the directory relative paths were resolved against (the original inventory's)
 
     def keep_reasons(self) -> dict[str, str]:
         """Hosts that must never be powered off, each with why. A kept VM keeps the hypervisors it
@@ -358,6 +378,10 @@ class StepStatus(StrEnum):
     # done as far as the device says (the rule is in its running config), but no independent probe
     # could prove it (e.g. no host of the segment answered to probe from): never counted as verified
     UNPROVEN = "unproven"
+    # passed on a named person's signed word (``orchestrator attest --claim clean``) where the tool
+    # could not check (no baseline, a Windows host): what depends on it goes on, but it is never
+    # counted as verified (the run ends "unproven", exit 1, and the report says "attested by X")
+    ATTESTED = "attested"
     SKIPPED = "skipped"  # not attempted because something it requires failed
     PENDING = "pending"  # not reached (interrupted)
     DRY_RUN = "dry-run"
@@ -383,4 +407,4 @@ class StepResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in (StepStatus.VERIFIED, StepStatus.DRY_RUN)
+        return self.status in (StepStatus.VERIFIED, StepStatus.DRY_RUN, StepStatus.ATTESTED)

@@ -26,9 +26,12 @@ import orjson
 from orchestrator.errors import UsageError
 from orchestrator.gcutil import gc_paused
 from orchestrator.model import (
+    ESXI_PORTS,
+    WINDOWS_PORTS,
     Action,
     Host,
     HostKind,
+    HostOs,
     Inventory,
     LinkKind,
     Mode,
@@ -118,11 +121,71 @@ def _group(level: Mapping[str, int]) -> list[list[str]]:
 
 
 def _stop_verify(host: Host) -> str:
-    if host.power_target is not None:
-        power = f" and its power controller {host.power_target.controller} says off"
+    target = host.power_target
+    if host.os is HostOs.WINDOWS:
+        return (f"its power controller {target.controller if target else '(none)'} says off and RDP, WinRM and "
+                f"SMB ({_ports(WINDOWS_PORTS)}) are silent on {_addresses(host)}")
+    if target is not None and target.host is not None:
+        said = (f"its BMC {target.bmc} says off" if target.bmc else
+                f"{target.controller} says {target.host} is powered off, standing by or unknown, or no longer hears it")
+        return f"{said}, and SSH, HTTPS and vpxa ({_ports(ESXI_PORTS)}) are silent on {host.management_address}"
+    if target is not None:
+        power = f" and its power controller {target.controller} says off"
     else:
         power = f" and the {host.power} power driver says off" if host.power else ""
     return f"SSH on {host.management_address}:22 stops answering{power}"
+
+
+def _ports(ports: Iterable[int]) -> str:
+    return ", ".join(map(str, ports))
+
+
+def _addresses(host: Host) -> str:
+    return " and ".join(dict.fromkeys((str(host.address), str(host.management_address))))
+
+
+def _outside_ssh(host: Host, reason: str | None, restore: bool) -> str | None:
+    """The step's reason, with what a host never reached over SSH (windows, ESXi) gets instead."""
+    target = host.power_target
+    if not host.never_ssh or target is None:
+        return reason
+    if host.os is HostOs.WINDOWS:
+        text = (f"os: windows: {'powered on' if restore else 'stopped'} only through its power controller "
+                "(no SSH or Ansible command)")
+    elif not restore:
+        text = (f"ESXi host {target.host}: maintenance mode, then shutdown, through {target.controller}"
+                + (f" (its BMC {target.bmc} powers it off if vCenter cannot)" if target.bmc else ""))
+    elif target.bmc:
+        text = f"ESXi host {target.host}: powered on by its BMC {target.bmc}, then out of maintenance mode"
+    else:
+        text = (f"ESXi host {target.host}: no BMC in the inventory: power it on by its BMC console or at the "
+                f"server; the step waits for {target.controller} to see it connected, then ends its maintenance mode")
+    return f"{text}; {reason}" if reason else text
+
+
+def _start_verify(host: Host) -> str:
+    target = host.power_target
+    if host.os is HostOs.WINDOWS:
+        return f"its power controller says on and one of RDP, WinRM, SMB ({_ports(WINDOWS_PORTS)}) answers on " \
+               f"{_addresses(host)}"
+    if target is not None and target.host is not None:
+        return f"{target.controller} says {target.host} is connected, powered on and out of maintenance mode"
+    return f"SSH on {host.management_address}:22 answers with its pinned host key"
+
+
+def _integrity_verify(host: Host) -> str:
+    if host.never_ssh:
+        return f"{INTEGRITY_TEXT}: an operator's vouched-clean attestation"
+    return "no difference from the signed off-host baseline (files, packages, users, keys, cron, units, ports, SUID)"
+
+
+def _health_verify(host: Host) -> str:
+    if host.os is HostOs.WINDOWS:
+        return "its power controller says on and one of RDP, WinRM, SMB answers (services not asked: no SSH)"
+    if host.never_ssh:
+        return "vCenter says it is connected, powered on and out of maintenance mode (services not asked: no SSH)"
+    suites = f", and its {len(host.health)} health suite(s) pass" if host.health else ""
+    return f"its services are active and its baseline's listening ports are back{suites}"
 
 
 def _containment_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, list[Step]]]:
@@ -244,7 +307,8 @@ def _shutdown_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, l
         waves.append((Phase.SHUTDOWN, [
             Step(id=f"stop-host:{h}", action=Action.STOP_HOST, target=h,
                  requires=tuple(f"stop-host:{d}" for d in sorted(dependents[h])),
-                 verify=_stop_verify(inventory.hosts[h]), reason=_stop_reason(inventory, h, dependents[h]))
+                 verify=_stop_verify(inventory.hosts[h]),
+                 reason=_outside_ssh(inventory.hosts[h], _stop_reason(inventory, h, dependents[h]), False))
             for h in group
         ]))
     return waves
@@ -291,21 +355,22 @@ def _restore_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, li
             waves.append((Phase.RESTORE, [
                 Step(id=f"start-host:{h}", action=Action.START_HOST, target=h, tier=tier,
                      requires=_start_requires(inventory, needs[h], tier, selected),
-                     verify=f"SSH on {inventory.hosts[h].management_address}:22 answers with its pinned host key",
-                     reason=_start_reason(inventory, h, placed_on.get(h, ())))
+                     verify=_start_verify(inventory.hosts[h]),
+                     reason=_outside_ssh(inventory.hosts[h], _start_reason(inventory, h, placed_on.get(h, ())),
+                                         True))
                 for h in group
             ]))
         waves.append((Phase.RESTORE, [
             Step(id=f"check-integrity:{h}", action=Action.CHECK_INTEGRITY, target=h, tier=tier,
                  requires=(f"start-host:{h}",),
-                 verify="no difference from the signed off-host baseline (files, packages, users, keys, "
-                        "cron, units, ports, SUID)")
+                 verify=_integrity_verify(inventory.hosts[h]),
+                 reason=INTEGRITY_TEXT if inventory.hosts[h].never_ssh else None)
             for h in in_tier
         ]))
         waves.append((Phase.RESTORE, [
             Step(id=f"check-health:{h}", action=Action.CHECK_HEALTH, target=h, tier=tier,
                  requires=(f"check-integrity:{h}",),
-                 verify="its services are active and its baseline's listening ports are back")
+                 verify=_health_verify(inventory.hosts[h]))
             for h in in_tier
         ]))
         gate_id = f"gate:tier-{tier}"
@@ -332,6 +397,9 @@ def _restore_waves(inventory: Inventory, sel: Selection) -> list[tuple[Phase, li
             for k in sel.links
         ]))
     return waves
+
+
+INTEGRITY_TEXT = "integrity: attestation required (the collector is Linux-only)"
 
 
 def _start_requires(inventory: Inventory, needs: Iterable[str], tier: int, selected: set[str]) -> tuple[str, ...]:

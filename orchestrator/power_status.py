@@ -4,7 +4,8 @@ Read-only: a session per controller (``power_controllers.open_driver``), one sta
 session closed again; nothing is powered on or off. A controller that cannot be reached, or refuses
 the login, is reported as such for each of its hosts (state "unknown", never "off"), and is asked
 nothing more (one refused login, not one per host: BMCs lock accounts out). Where an SSH runner is
-given, each host's own probe (``verify.Probes.ssh_answers``: its SSH port on the management address)
+given, each host's own probe (``verify.Probes.answers``: its SSH port on the management address; RDP,
+WinRM and SMB for an ``os: windows`` host)
 is compared with the controller: a host whose controller says off while SSH answers, or on while SSH is
 silent, is flagged as a mismatch (the latter may be a host still booting, or one without sshd).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from orchestrator.drivers.base import PowerState, SshRunner
 from orchestrator.drivers.controller_power import target_on_controller
@@ -166,11 +167,24 @@ def _read_controller(inventory: Inventory, name: str, hosts: Sequence[Host],
 
 def _read_host(driver: PowerReader, host: Host, spec: PowerControllerSpec, endpoint: str) -> HostPower:
     target = target_on_controller(host, spec)
+    if host.power_target is not None and host.power_target.host is not None and hasattr(driver, "host_state"):
+        return _read_esxi(driver, host, spec, endpoint, target)
     state = driver.state(target)
     reading: Reading = "off" if state == "stopped" else "on"
     what = f"{_WHAT_IT_POWERS[spec.type.value]} {target!r}" if target else "its one system"
     return HostPower(host.name, spec.name, target, reading,
                      f"{spec.type.value} {what} at {endpoint}: {'powered off' if reading == 'off' else 'powered on'}")
+
+
+def _read_esxi(driver: Any, host: Host, spec: PowerControllerSpec, endpoint: str, target: str) -> HostPower:
+    """An ESXi host as vCenter sees it (``power: {host: ...}``): off when powered off, standing by or
+    unknown, or no longer heard (notResponding, disconnected); its maintenance mode is said."""
+    seen = driver.host_state(target)
+    off = seen.get("power_state") in ("poweredOff", "standBy", "unknown") or \
+        seen.get("connection_state") in ("notResponding", "disconnected")
+    detail = (f"vsphere ESXi host {target!r} at {endpoint}: {seen.get('power_state')}, "
+              f"{seen.get('connection_state')}{', in maintenance mode' if seen.get('maintenance') else ''}")
+    return HostPower(host.name, spec.name, target, "off" if off else "on", detail)
 
 
 def _unknown(host: Host, spec: PowerControllerSpec, error: str) -> HostPower:
@@ -192,7 +206,7 @@ def _with_probes(inventory: Inventory, readings: list[HostPower], ssh: SshRunner
     probes = Probes(inventory, ssh, lambda _host: None)
 
     def probe(reading: HostPower) -> HostPower:
-        answers = probes.ssh_answers(inventory.hosts[reading.name])
+        answers = probes.answers(inventory.hosts[reading.name])  # windows: RDP/WinRM/SMB
         return replace(reading, probe="answers" if answers else "silent")
 
     with ThreadPoolExecutor(max_workers=max(1, min(_MAX_PARALLEL * 2, len(readings)))) as pool:

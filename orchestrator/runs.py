@@ -21,7 +21,7 @@ from typing import Any
 
 from orchestrator import events as events_mod
 from orchestrator import storage
-from orchestrator.attest import disconnection_attestations
+from orchestrator.attest import disconnection_attestations, vouched_attestations
 from orchestrator.config import Settings
 from orchestrator.errors import JournalError, PlanError, SafetyInterlock, StalePlanError, UsageError
 from orchestrator.executor import Executor, Observer, Recorder, ResumeState, RunOptions, RunResult
@@ -353,7 +353,8 @@ def resume_run(run_id: str, settings: Settings, options: RunOptions, *, observer
             resume=ResumeState(results=prior, approvals=state.approved_gates,
                                started_mono=time.monotonic() - state.elapsed_before_resume(),
                                milestones=state.milestones(), quarantined=state.quarantined(),
-                               attestations=disconnection_attestations(state.records)))
+                               attestations=disconnection_attestations(state.records),
+                               vouched=vouched_attestations(state.records)))
         try:
             result = executor.run()
             if result.interrupted:

@@ -15,12 +15,13 @@ import ipaddress
 import shlex
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.drivers.base import PowerDriver, SshRunner
 from orchestrator.errors import DriverError
-from orchestrator.model import Host, Inventory, Verification
+from orchestrator.model import ESXI_PORTS, WINDOWS_PORTS, Host, HostOs, Inventory, Verification
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.25) -> bool:
@@ -42,7 +43,30 @@ class Probes:
     # ---- hosts -------------------------------------------------------------------------------
 
     def ssh_answers(self, host: Host, timeout_s: float = 1.0) -> bool:
+        """SSH's port answers on the management address; never knocked on for a host that is never
+        reached over SSH (``Host.never_ssh``: False)."""
+        if host.never_ssh:
+            return False
         return self.ssh.port_open(str(host.management_address), 22, timeout_s)
+
+    def own_ports(self, host: Host, timeout_s: float = 1.0) -> dict[str, str]:
+        """``address:port -> answers|closed``, all at once, for what a host outside SSH answers on: RDP,
+        WinRM and SMB on a windows host's address(es); SSH, HTTPS and vpxa on an ESXi host's management
+        address (TCP connects only: nothing is sent)."""
+        if host.os is HostOs.WINDOWS:
+            targets = [(str(a), p) for a in dict.fromkeys((host.address, host.management_address))
+                       for p in WINDOWS_PORTS]
+        else:
+            targets = [(str(host.management_address), p) for p in ESXI_PORTS]
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            open_ = list(pool.map(lambda t: self.ssh.port_open(t[0], t[1], timeout_s), targets))
+        return {f"{a}:{p}": "answers" if up else "closed" for (a, p), up in zip(targets, open_, strict=True)}
+
+    def answers(self, host: Host, timeout_s: float = 1.0) -> bool:
+        """The host's own probe answers: SSH, or one of ``own_ports`` for a host never reached over SSH."""
+        if host.never_ssh:
+            return "answers" in self.own_ports(host, timeout_s).values()
+        return self.ssh_answers(host, timeout_s)
 
     def power_state(self, host: Host) -> str | None:
         driver = self.power(host)
@@ -69,6 +93,8 @@ class Probes:
         from orchestrator.drivers import icmp
 
         state = self.power_state(host)
+        if host.never_ssh:
+            return self._outside_off(host, state)
         if state is not None and state != "stopped":
             not_probed = "not probed (power on)" if state == "running" else "not probed (power not known off)"
             return Verification(False, "host-off", {"power": state, "ssh_port_22": not_probed,
@@ -84,6 +110,41 @@ class Probes:
             evidence["icmp"] = "answers" if alive else "silent"
             return Verification(not ssh_up and not alive, "host-off", evidence)
         return Verification(not ssh_up, "host-off", evidence)
+
+    def _outside_off(self, host: Host, state: str | None) -> Verification:
+        """A host never reached over SSH is off when its power controller says off and its ``own_ports``
+        are silent."""
+        evidence: dict[str, Any] = {"power": state if state is not None else "no power driver",
+                                    **self._power_evidence(host)}
+        if state != "stopped":
+            evidence["ports"] = "not probed (power not known off)"
+            return Verification(False, "host-off", evidence)
+        ports = self.own_ports(host)
+        evidence["ports"] = ports
+        return Verification("answers" not in ports.values(), "host-off", evidence)
+
+    def windows_up(self, host: Host) -> Verification:
+        """A windows host is up when its power controller says on and one of RDP, WinRM, SMB answers."""
+        state = self.power_state(host)
+        evidence: dict[str, Any] = {"power": state if state is not None else "no power driver",
+                                    **self._power_evidence(host)}
+        if state != "running":
+            evidence["ports"] = "not probed (power not known on)"
+            return Verification(False, "host-up", evidence)
+        ports = self.own_ports(host)
+        evidence["ports"] = ports
+        return Verification("answers" in ports.values(), "host-up", evidence)
+
+    def wait_windows_up(self, host: Host, timeout_s: float) -> Verification:
+        last: list[Verification] = []
+
+        def check() -> bool:
+            last[:] = [self.windows_up(host)]
+            return last[0].passed
+
+        driver = self.power(host)
+        wait_until(check, timeout_s, driver.poll_interval_s if driver is not None else 0.5)
+        return last[0]
 
     def wait_host_off(self, host: Host, timeout_s: float) -> Verification:
         last: list[Verification] = []

@@ -10,7 +10,10 @@
 # Vagrant's home, and /dev/kvm as a machine without udev has it (0660 root:root; the original owner
 # group and mode are put back at the end). The tests' `lab up` then builds the box, fixes the device,
 # starts libvirt, uploads the box into the pool and boots the VMs. It ALWAYS tears down what it
-# brought up (trap): the VMs, the lab's libvirt networks, and the daemons it started (by PID).
+# brought up (trap): the VMs, the lab's libvirt networks, and the daemons it started (by PID),
+# including the BMCs the tests put in front of two VMs (sushy-emulator for Redfish, virtualbmc for IPMI,
+# on 127.0.0.1:17443 and :17623 as inventories/vm-lab.yml says; the fixtures stop them by PID, and
+# this trap does if pytest could not).
 # Exits non-zero whenever the tier could not run: it never skips. Prints the time of each phase.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +36,7 @@ die() { echo "vagrant-tier: FAILED: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (apt-get, libvirt, box build)"
 [ -x "$PY" ] || die "$PY is missing: run \`make setup\` first"
+command -v ipmitool >/dev/null || die "ipmitool is missing (the IPMI power driver's client): run \`make setup\`"
 
 # 1. packages (once per machine; the stamp changes with this list)
 want=$(echo $PACKAGES | sha256sum | cut -c1-16)
@@ -53,6 +57,15 @@ teardown() {
   local rc=$?
   trap - EXIT INT TERM
   echo "vagrant-tier: tearing down (VMs, networks, daemons)"
+  # the BMCs first (they hold libvirt connections), by their pid files, only if they are still ours
+  for d in vm-bmc-redfish vm-bmc-ipmi; do
+    f=$("$PY" -c "from orchestrator.lab import vm; print(vm.vm_lab_root() / 'run' / '$d.pid')")
+    if [ -s "$f" ] && grep -qaE 'sushy-emulator|vm_bmc_serve' "/proc/$(cat "$f")/cmdline" 2>/dev/null; then
+      kill "$(cat "$f")" && echo "vagrant-tier: stopped $d (pid $(cat "$f"))"
+    fi
+    rm -f "$f"
+  done
+  rm -f /var/lib/orchestrator-vm-lab/bmc/password  # the BMCs' password (inventories/vm-lab.yml's password_file)
   if ! "$PY" -c 'from orchestrator.lab import vm; vm.vm_lab_down()'; then
     echo "vagrant-tier: teardown left something behind (see above)" >&2
     [ "$rc" = 0 ] && rc=1

@@ -77,3 +77,23 @@ _.failures
 _.journal_ok
 _.journal_head
 _.journal_problems
+
+# The restore's per-host evidence (report/evidence.py HostEvidence), read by the report templates and the JSON report.
+_.integrity_text
+_.baseline_key_id
+_.difference_paths
+_.suites_passed
+_.suites_total
+_.suite_failures
+_.gate_approver
+_.reconnected_at
+
+# pytest hooks of the health-suite child's plugin (orchestrator/health/plugin.py): pytest calls them by name.
+_.pytest_addoption
+_.pytest_runtest_logreport
+_.pytest_collectreport
+_.pytest_configure
+
+# ruamel.yaml reads it: an inventory merged by `inventory import` keeps its quoted values quoted
+# (orchestrator/onboarding/base.py round_trip).
+_.preserve_quotes

@@ -58,8 +58,16 @@ def lab_variant(tmp_path: Path, name: str, *replacements: tuple[str, str]) -> Pa
     for old, new in replacements:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
-    path = tmp_path / name
+    return write_lab_copy(tmp_path / name, text)
+
+
+def write_lab_copy(path: Path, text: str) -> Path:
+    """``text`` (inventories/lab.yml, changed) written to ``path``, with the lab's health suites beside it
+    (a link to inventories/health: the inventory names them relative to its own directory)."""
     path.write_text(text, encoding="utf-8")
+    suites = path.parent / "health"
+    if not suites.exists():
+        suites.symlink_to(LAB_YML.parent / "health", target_is_directory=True)
     return path
 
 

@@ -119,6 +119,7 @@ class FakeCampus:
         self.device_failures: dict[tuple[str, str, str], Exception] = {}  # (device, action, target) -> raised
         self.unreachable_devices: set[str] = set()
         self.integrity_findings: dict[str, tuple[Difference, ...]] = {}
+        self.no_baseline: set[str] = set()  # hosts that have no baseline at all (what attest --claim clean covers)
         self.on_stop_hosts: Callable[[Sequence[str]], None] | None = None  # called as a stop playbook starts
         self.on_apply: Callable[[str, str, str], None] | None = None
         self.clock = VirtualClock()
@@ -245,6 +246,8 @@ class FakeCampus:
         monkeypatch.setattr(orchestrator.drivers.icmp, "echo", lambda address, *a, **k: self.icmp_answers(address))
         monkeypatch.setattr(orchestrator.integrity, "check_host", self.check_host)
         monkeypatch.setattr(orchestrator.integrity, "load_baseline", lambda host, settings: {"host": host})
+        monkeypatch.setattr(orchestrator.integrity, "baseline_versions",
+                            lambda host, settings: [] if host in self.no_baseline else [f"fake/{host}.json"])
         monkeypatch.setattr(orchestrator.integrity, "listening_tcp_ports",
                             lambda baseline: tuple(sorted(self.expected_ports(baseline["host"]))))
         monkeypatch.setattr(orchestrator.verify, "time",

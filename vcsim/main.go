@@ -8,6 +8,12 @@
 //
 //	"vms": [{"name": "emr-db1", "host": "esx1", "tools": true, "powered_on": true}, ...]}
 //
+// Optional, for the inventory import (orchestrator/onboarding): "host_addresses": {"esx1": "10.99.3.11"}
+// (the hypervisor's management vmknic address); per VM "guest_id" (config.guestId, default
+// otherGuest64), "guest_family" (what VMware Tools report in guest.guestFamily; default none), "ips"
+// (guest.net / guest.ipAddress), "folder" ("Antwerp/Clinical": created under the VM folder) and
+// "attributes" (custom attributes: {"role": "emr-db"}).
+//
 // The password is read from the environment variable named by -password-env, never from the
 // command line. Once ready it prints one JSON line on stdout: {"url": ..., "vms": N, "hosts": N}.
 // Built offline by scripts/build-vcsim.sh (Debian's golang-go and golang-github-vmware-govmomi-dev).
@@ -24,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/vmware/govmomi"
@@ -34,17 +41,23 @@ import (
 )
 
 type vmSpec struct {
-	Name      string `json:"name"`
-	Host      string `json:"host"`
-	Datastore string `json:"datastore"`
-	Tools     bool   `json:"tools"`
-	PoweredOn *bool  `json:"powered_on"`
+	Name      string            `json:"name"`
+	Host      string            `json:"host"`
+	Datastore string            `json:"datastore"`
+	Tools     bool              `json:"tools"`
+	PoweredOn *bool             `json:"powered_on"`
+	GuestID   string            `json:"guest_id"`
+	Family    string            `json:"guest_family"`
+	IPs       []string          `json:"ips"`
+	Folder    string            `json:"folder"`
+	Attrs     map[string]string `json:"attributes"`
 }
 
 type estate struct {
-	Hosts      []string `json:"hosts"`
-	Datastores []string `json:"datastores"`
-	VMs        []vmSpec `json:"vms"`
+	Hosts      []string          `json:"hosts"`
+	Datastores []string          `json:"datastores"`
+	VMs        []vmSpec          `json:"vms"`
+	HostAddrs  map[string]string `json:"host_addresses"`
 }
 
 func fail(format string, args ...interface{}) {
@@ -96,6 +109,84 @@ func setTools(ref types.ManagedObjectReference, running bool) {
 	})
 }
 
+// setGuest sets what VMware Tools would report: the guest family and the guest's addresses.
+func setGuest(ref types.ManagedObjectReference, family string, ips []string) {
+	nics := []types.GuestNicInfo{}
+	address := ""
+	if len(ips) > 0 {
+		nics = append(nics, types.GuestNicInfo{Network: "VM Network", IpAddress: ips, Connected: true,
+			MacAddress: "00:50:56:00:00:01"})
+		address = ips[0]
+	}
+	obj := simulator.Map.Get(ref)
+	simulator.Map.WithLock(obj, func() {
+		simulator.Map.Update(obj, []types.PropertyChange{
+			{Name: "guest.guestFamily", Val: family},
+			{Name: "guest.net", Val: nics},
+			{Name: "guest.ipAddress", Val: address},
+		})
+	})
+}
+
+// setHostAddress sets a hypervisor's management vmknic address.
+func setHostAddress(ref types.ManagedObjectReference, address string) {
+	obj := simulator.Map.Get(ref)
+	simulator.Map.WithLock(obj, func() {
+		h := obj.(*simulator.HostSystem)
+		h.Config.Network.Vnic[0].Spec.Ip.IpAddress = address
+	})
+}
+
+// folderFor creates (once) the folder path under the VM folder and returns it.
+func folderFor(ctx context.Context, root *object.Folder, path string, made map[string]*object.Folder) *object.Folder {
+	if path == "" {
+		return root
+	}
+	if f, ok := made[path]; ok {
+		return f
+	}
+	parent := root
+	parentPath := ""
+	name := path
+	if i := strings.LastIndex(path, "/"); i >= 0 {
+		parentPath, name = path[:i], path[i+1:]
+		parent = folderFor(ctx, root, parentPath, made)
+	}
+	f, err := parent.CreateFolder(ctx, name)
+	if err != nil {
+		fail("folder %s: %v", path, err)
+	}
+	made[path] = f
+	return f
+}
+
+func setAttributes(ctx context.Context, c *govmomi.Client, ref types.ManagedObjectReference, attrs map[string]string,
+	keys map[string]int32) {
+	m, err := object.GetCustomFieldsManager(c.Client)
+	if err != nil {
+		fail("no custom fields manager: %v", err)
+	}
+	names := make([]string, 0, len(attrs))
+	for name := range attrs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		key, ok := keys[name]
+		if !ok {
+			def, err := m.Add(ctx, name, "VirtualMachine", nil, nil)
+			if err != nil {
+				fail("custom attribute %s: %v", name, err)
+			}
+			key = def.Key
+			keys[name] = key
+		}
+		if err := m.Set(ctx, ref, key, attrs[name]); err != nil {
+			fail("custom attribute %s: %v", name, err)
+		}
+	}
+}
+
 func populate(ctx context.Context, u *url.URL, e estate) {
 	c, err := govmomi.NewClient(ctx, u, true)
 	if err != nil {
@@ -117,6 +208,9 @@ func populate(ctx context.Context, u *url.URL, e estate) {
 	for i, name := range e.Hosts {
 		rename(hosts[i].Reference(), name)
 		byName[name] = object.NewHostSystem(c.Client, hosts[i].Reference())
+		if address, ok := e.HostAddrs[name]; ok {
+			setHostAddress(hosts[i].Reference(), address)
+		}
 	}
 	stores, err := finder.DatastoreList(ctx, "*")
 	if err != nil || len(stores) != len(e.Datastores) {
@@ -130,6 +224,8 @@ func populate(ctx context.Context, u *url.URL, e estate) {
 	if err != nil {
 		fail("no folders: %v", err)
 	}
+	made := map[string]*object.Folder{}
+	keys := map[string]int32{}
 	for _, spec := range e.VMs {
 		host, ok := byName[spec.Host]
 		if !ok {
@@ -143,12 +239,16 @@ func populate(ctx context.Context, u *url.URL, e estate) {
 		if err != nil {
 			fail("host %s: no resource pool: %v", spec.Host, err)
 		}
+		guestID := spec.GuestID
+		if guestID == "" {
+			guestID = string(types.VirtualMachineGuestOsIdentifierOtherGuest64)
+		}
 		config := types.VirtualMachineConfigSpec{
 			Name:    spec.Name,
-			GuestId: string(types.VirtualMachineGuestOsIdentifierOtherGuest64),
+			GuestId: guestID,
 			Files:   &types.VirtualMachineFileInfo{VmPathName: "[" + ds + "]"},
 		}
-		task, err := folders.VmFolder.CreateVM(ctx, config, pool, host)
+		task, err := folderFor(ctx, folders.VmFolder, spec.Folder, made).CreateVM(ctx, config, pool, host)
 		if err != nil {
 			fail("VM %s: %v", spec.Name, err)
 		}
@@ -167,6 +267,10 @@ func populate(ctx context.Context, u *url.URL, e estate) {
 			if err != nil {
 				fail("VM %s: power on: %v", spec.Name, err)
 			}
+		}
+		setGuest(ref, spec.Family, spec.IPs)
+		if len(spec.Attrs) > 0 {
+			setAttributes(ctx, c, ref, spec.Attrs, keys)
 		}
 	}
 }

@@ -35,6 +35,7 @@ LIVE_LABELS: dict[str, str] = {
     "failed": "failed",
     "quarantined": "quarantined",
     "restored": "restored",
+    "restored-attested": "restored (attested, not verified)",
     "restoring": "restoring",
     "isolated": "isolated",
     "not-stopped": "not stopped",
@@ -96,7 +97,7 @@ def _moment(m: Any) -> dict[str, Any] | None:
     return {"iso": m.iso, "utc": m.utc, "local": m.local, "offset_s": m.offset_s}
 
 
-def _restore_tiers(report: Report) -> list[dict[str, Any]]:
+def restore_tiers(report: Report) -> list[dict[str, Any]]:
     """Per tier of a restore: integrity, health, gate (and who approved it), segments reconnected."""
     if not any(s.action == "gate" or s.action in _RESTORE_ACTIONS for s in report.steps):
         return []
@@ -242,7 +243,7 @@ def board_state(records: Sequence[Mapping[str, Any]], *, run_id: str = "", now: 
         "left": left,
         "kept": [{"name": h.name, "state": LIVE_LABELS.get(live.get(h.name, (h.outcome, ""))[0], h.outcome),
                   "why": h.why, "segment": h.segment} for h in report.kept],
-        "restore": _restore_tiers(report),
+        "restore": restore_tiers(report),
         "approvals": [{"gate": a.gate, "approved": a.approved, "approver": a.approver, "how": a.how,
                        "at": a.at.utc, "reason": a.reason} for a in report.approvals],
         "nis2": nis2,

@@ -352,6 +352,29 @@ class NetmikoDriver:
             output = self._send(session, dev, params, commands)
         return CommandOutcome(dev.name, tuple(commands), output)
 
+    def preflight(self, device: str, interfaces: Sequence[str]) -> tuple[str, list[str]]:
+        """Read-only: log in (pinned key), return the device's prompt and which of ``interfaces`` it lacks.
+
+        Used by ``inventory check-reach``; changes nothing on the device.
+        """
+        dev = self._device(device)
+        with self._session(dev) as (session, params):
+            find_prompt: Callable[[], object] | None = getattr(session, "find_prompt", None)
+            prompt = str(find_prompt()).strip() if find_prompt is not None else "(session open)"
+            if not interfaces:
+                return prompt, []
+            if dev.platform == "linux":
+                probe = "; ".join(f"ip -br link show dev {shlex.quote(i)} >/dev/null 2>&1 || "
+                                  f"echo {shlex.quote('__missing=' + i)}" for i in interfaces)
+                raw = str(session.send_command(f"{probe}; echo {_RC_MARK}$?", read_timeout=params.timeout_s,
+                                               cmd_verify=False))
+                if not _RC_RE.findall(raw):
+                    raise DriverError("no answer to the interface check", target=device,
+                                      hint="the login shell is not what netmiko's linux driver expects")
+                return prompt, [i for i in interfaces if f"__missing={i}" in raw.split()]
+            names = self._interface_names(session, dev, params)
+            return prompt, [i for i in interfaces if i not in names]
+
     def close(self) -> None:
         """Disconnect every pooled session. Errors while hanging up are ignored: the session is gone."""
         with self._pool_lock:

@@ -43,7 +43,7 @@ from orchestrator.errors import AuthFailedError, DriverError, DriverTimeoutError
 T = TypeVar("T")
 
 
-def _pyvmomi() -> tuple[Any, Any]:
+def pyvmomi_modules() -> tuple[Any, Any]:
     """pyVmomi's ``vim`` and ``vmodl`` (dynamically typed: their types exist only at run time)."""
     module: Any = importlib.import_module("pyVmomi")
     return module.vim, module.vmodl
@@ -73,7 +73,7 @@ class VSpherePower:
     # ---- session -------------------------------------------------------------------------------
 
     def _connect(self) -> Any:
-        vim, _ = _pyvmomi()
+        vim, _ = pyvmomi_modules()
         c = self.controller
         password = c.password()
         self._secret = password
@@ -113,7 +113,7 @@ class VSpherePower:
 
     def _call(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(service_instance)``; a session vCenter expired is renewed once."""
-        vim, _ = _pyvmomi()
+        vim, _ = pyvmomi_modules()
         si = self._service()
         try:
             return fn(si)
@@ -150,7 +150,7 @@ class VSpherePower:
         return self._clean(f"{name}: {msg}" if msg else name)
 
     def _names_of(self, si: Any, kind: str) -> dict[str, list[str]]:
-        vim, vmodl = _pyvmomi()
+        vim, vmodl = pyvmomi_modules()
         vim_type = vim.VirtualMachine if kind == "vm" else vim.HostSystem
         content = si.RetrieveContent()
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim_type], True)
@@ -174,7 +174,7 @@ class VSpherePower:
             view.Destroy()
 
     def _find(self, si: Any, kind: str, target: str) -> Any:
-        vim, _ = _pyvmomi()
+        vim, _ = pyvmomi_modules()
         vim_type = vim.VirtualMachine if kind == "vm" else vim.HostSystem
         if MOREF.match(target) and target.startswith(kind + "-"):
             return vim_type(target, si._stub)
@@ -194,7 +194,7 @@ class VSpherePower:
                           hint=f"check the {what} name (as vCenter shows it) or give its moref")
 
     def _props(self, si: Any, obj: Any, paths: list[str]) -> dict[str, Any]:
-        _, vmodl = _pyvmomi()
+        _, vmodl = pyvmomi_modules()
         pc = si.RetrieveContent().propertyCollector
         spec = vmodl.query.PropertyCollector.FilterSpec(
             objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj, skip=False)],
@@ -234,7 +234,7 @@ class VSpherePower:
 
     def _guarded(self, target: str, fn: Callable[[Any], T]) -> T:
         """Map a fault the endpoint raised during a call to a DriverError (password removed)."""
-        _, vmodl = _pyvmomi()
+        _, vmodl = pyvmomi_modules()
         try:
             return self._call(fn)
         except DriverError:
@@ -249,6 +249,11 @@ class VSpherePower:
         except (OSError, http.client.HTTPException) as exc:
             raise UnreachableError(f"{self.controller.endpoint}: {self._clean(str(exc) or type(exc).__name__)}",
                                    target=target, hint="check the route to the controller") from None
+
+    def query(self, target: str, fn: Callable[[Any], T]) -> T:
+        """Run a read-only ``fn(service_instance)`` on the session, faults mapped as for every call
+        (used by ``inventory import vsphere`` to read the estate through the same login)."""
+        return self._guarded(target, fn)
 
     # ---- the power-driver interface ------------------------------------------------------------
 
@@ -310,11 +315,13 @@ class VSpherePower:
     # ---- hypervisors ---------------------------------------------------------------------------
 
     def host_state(self, host: str) -> dict[str, object]:
-        """A hypervisor's ``runtime.powerState`` and whether it is in maintenance mode."""
+        """A hypervisor's ``runtime.powerState``, ``runtime.connectionState`` (connected, disconnected,
+        notResponding: vCenter no longer hears the host's agent) and whether it is in maintenance mode."""
         def run(si: Any) -> dict[str, object]:
             h = self._find(si, "host", host)
-            p = self._props(si, h, ["runtime.powerState", "runtime.inMaintenanceMode"])
-            return {"power_state": str(p["runtime.powerState"]), "maintenance": bool(p["runtime.inMaintenanceMode"])}
+            p = self._props(si, h, ["runtime.powerState", "runtime.connectionState", "runtime.inMaintenanceMode"])
+            return {"power_state": str(p["runtime.powerState"]), "connection_state": str(p["runtime.connectionState"]),
+                    "maintenance": bool(p["runtime.inMaintenanceMode"])}
 
         return self._guarded(host, run)
 

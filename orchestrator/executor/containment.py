@@ -4,6 +4,7 @@ each proven on its own (the rule in the running config, and a probe that no long
 from __future__ import annotations
 
 import hashlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,13 +41,25 @@ def start_device_batches(ctx: RunContext, steps: list[Step]) -> ThreadPoolExecut
         by_device.setdefault(str(step.device), []).append(step)
     pool = ThreadPoolExecutor(max_workers=len(by_device))
     for device, device_steps in by_device.items():
-        future = pool.submit(_contain_on_device, ctx, device, device_steps)
+        sent = threading.Event()
+        for step in device_steps:
+            ctx.device_sent[step.id] = sent
+        future = pool.submit(_contain_on_device, ctx, device, device_steps, sent)
         for step in device_steps:
             ctx.device_changes[step.id] = future
     return pool
 
 
-def _contain_on_device(ctx: RunContext, device: str, steps: list[Step]) -> dict[str, DeviceChange]:
+def _contain_on_device(ctx: RunContext, device: str, steps: list[Step], sent_event: threading.Event,
+                       ) -> dict[str, DeviceChange]:
+    try:
+        return _change_and_read_back(ctx, device, steps, sent_event)
+    finally:
+        sent_event.set()  # also when the batch failed: the step then reports the batch's error
+
+
+def _change_and_read_back(ctx: RunContext, device: str, steps: list[Step], sent_event: threading.Event,
+                          ) -> dict[str, DeviceChange]:
     net = ctx.drivers.net
     keys = {s.id: (s.action, s.target) for s in steps}
     for step in steps:
@@ -81,6 +94,7 @@ def _contain_on_device(ctx: RunContext, device: str, steps: list[Step]) -> dict[
     for step_id, commands in sent.items():
         ctx.rec.emit("command-sent", step_id=step_id, driver="netmiko", target=device, commands=list(commands),
                      sent_with=[b for b in batch if b != step_id])
+    sent_event.set()  # the proofs from outside may start; the read-back below runs alongside them
     after = net.in_force_map(device, list(keys.values()))  # always read back: this is the verification
     return {s.id: DeviceChange(changed=s.id in sent, commands=sent.get(s.id, ()), in_force=after[keys[s.id]],
                                error=errors.get(s.id)) for s in steps}
@@ -108,14 +122,22 @@ def contain(ctx: RunContext, step: Step) -> Outcome:
     assert step.device is not None
     pending = ctx.preflight.get(step.id)
     before = pending.result() if pending is not None else {"note": "not probed"}
-    # The wave started this step's device batch; a device that cannot be read fails all its steps here.
-    change = ctx.device_changes[step.id].result()[step.id]
+    # The wave started this step's device batch. The proof from outside starts once the change is
+    # sent (or found in force), alongside the batch's read-back of the config: two independent
+    # checks, neither waiting for the other. A device that cannot be read fails all its steps here.
+    sent = ctx.device_sent.get(step.id)
+    if sent is not None:
+        sent.wait()
+    probe = reach_probe if step.action is Action.ISOLATE_SEGMENT else link_probe
+    with ThreadPoolExecutor(max_workers=1) as prover:
+        proof = prover.submit(probe, ctx, step)
+        change = ctx.device_changes[step.id].result()[step.id]
+        after = proof.result()
     if change.error is not None:
         raise change.error
     changed, in_force = change.changed, change.in_force
     evidence: dict[str, Any] = {"commands": list(change.commands)} if changed else {"already_in_force": True}
     evidence["rule_in_running_config"] = in_force
-    after = reach_probe(ctx, step) if step.action is Action.ISOLATE_SEGMENT else link_probe(ctx, step)
     evidence["before"] = before
     evidence["after"] = after
     problems = []

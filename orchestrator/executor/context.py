@@ -41,6 +41,9 @@ class RunOptions:
     start_timeout_s: float = 90.0
     power_off_timeout_s: float = 20.0
     boot_settle_timeout_s: float = 60.0  # a started host's boot must finish before it is checked
+    # Hosts whose stops become ready within this long of each other share one stop playbook (each
+    # playbook costs a process start); never a reason to start a stop before its dependents are off.
+    stop_gather_s: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class ResumeState:
     ``results``: the steps already done (a verified step is not done again); ``started_mono``: the
     monotonic time the run counts from (its elapsed time before the resume included); ``approvals``:
     gates already approved; ``milestones``: those already reached (name -> seconds); ``quarantined``:
-    host -> why; ``attestations``: host -> its physical-disconnection attestation (``attest``)."""
+    host -> why; ``attestations``: host -> its physical-disconnection attestation (``attest``);
+    ``vouched``: host -> the attestation that vouches for it at its integrity step (``attest --claim clean``)."""
 
     results: Mapping[str, StepResult] = field(default_factory=dict)
     started_mono: float | None = None
@@ -58,6 +62,7 @@ class ResumeState:
     milestones: Mapping[str, float] = field(default_factory=dict)
     quarantined: Mapping[str, str] = field(default_factory=dict)
     attestations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    vouched: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,15 @@ class RunResult:
 
     @property
     def unproven(self) -> list[tuple[str, str]]:
-        """Steps done as far as the devices say, but that no independent probe could prove."""
-        return [(s, r.error or "") for s, r in self.results.items() if r.status is StepStatus.UNPROVEN]
+        """Steps done as far as the devices say, but that no independent probe could prove, and steps
+        passed on a person's attestation (the tool could not check them)."""
+        return [(s, r.error or "") for s, r in self.results.items()
+                if r.status in (StepStatus.UNPROVEN, StepStatus.ATTESTED)]
+
+    @property
+    def attested(self) -> dict[str, str]:
+        """Steps passed on a person's attestation (never verified by the tool): step id -> what it says."""
+        return {s: r.error or "" for s, r in sorted(self.results.items()) if r.status is StepStatus.ATTESTED}
 
     @property
     def status(self) -> str:
@@ -93,7 +105,7 @@ class RunResult:
         proven: never reported as verified), failed or interrupted."""
         if self.interrupted:
             return "interrupted"
-        if not self.left:
+        if not self.left and not any(r.status is StepStatus.ATTESTED for r in self.results.values()):
             return "completed"
         unproven = {s for s, _ in self.unproven}
         return "unproven" if all(s in unproven for s, _ in self.left) else "failed"
@@ -118,6 +130,7 @@ class Outcome:
     escalated: bool = False
     evidence: dict[str, Any] = field(default_factory=dict)
     unproven: str | None = None  # done, but nothing independent proves it: why (never "verified")
+    attested: str | None = None  # passed on a person's attestation, not checked by the tool: whose (never "verified")
 
 
 @dataclass(frozen=True)
@@ -250,11 +263,18 @@ class RunContext:
     results: dict[str, StepResult] = field(default_factory=dict)
     quarantined: dict[str, str] = field(default_factory=dict)
     attestations: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    vouched: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # host -> its clean attestation
     approved_gates: set[str] = field(default_factory=set)
     preflight: dict[str, Future[dict[str, Any]]] = field(default_factory=dict)
     device_changes: dict[str, Future[dict[str, DeviceChange]]] = field(default_factory=dict)
+    # Set once a step's device batch has sent its change (or found it in force), before the batch
+    # reads the config back: the step's reachability proof need not wait for that read.
+    device_sent: dict[str, threading.Event] = field(default_factory=dict)
     background: list[ThreadPoolExecutor] = field(default_factory=list)  # stop playbooks still ending
     stop_connections_opened: bool = False
+    # Notified after each step's result is journaled: what dispatches steps as they become ready
+    # (``schedule.run_when_ready``) waits on it.
+    progress: threading.Condition = field(default_factory=threading.Condition)
 
     def done(self, step_id: str) -> bool:
         """The step has a result and it is ok (verified, or a dry run's)."""
@@ -265,8 +285,13 @@ class RunContext:
         return v
 
     def finish(self, step: Step, result: StepResult) -> None:
-        self.results[step.id] = result
-        self.rec.emit("step-finished", step_id=step.id, action=step.action.value, target=step.target,
-                      status=result.status.value, changed=result.changed, already=result.already,
-                      escalated=result.escalated, error=result.error, evidence=dict(result.evidence),
-                      duration_s=result.duration_s)
+        """Record and journal the step's result, then wake whatever waits for it (its dependents)."""
+        with self.progress:
+            self.results[step.id] = result
+            try:
+                self.rec.emit("step-finished", step_id=step.id, action=step.action.value, target=step.target,
+                              status=result.status.value, changed=result.changed, already=result.already,
+                              escalated=result.escalated, error=result.error, evidence=dict(result.evidence),
+                              duration_s=result.duration_s)
+            finally:
+                self.progress.notify_all()

@@ -44,7 +44,7 @@ def _off_check(probes: Probes, host: Host) -> Callable[[], bool]:
 
 
 def _answers_check(probes: Probes, host: Host) -> Callable[[], bool]:
-    return lambda: probes.ssh_answers(host, 2.0)
+    return lambda: probes.answers(host, 2.0)
 
 
 def _safe(check: Callable[[], bool]) -> bool:

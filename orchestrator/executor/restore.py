@@ -8,11 +8,13 @@ import shlex
 from collections.abc import Mapping
 from typing import Any, assert_never
 
-from orchestrator.drivers.base import PowerDriver
 from orchestrator.errors import DriverError, OrchestratorError
+from orchestrator.executor import outside_ssh
 from orchestrator.executor.context import ApprovalPolicy, Outcome, RunContext, StepFailed
+from orchestrator.executor.power_on import power_on_verified, power_said
 from orchestrator.executor.reach import link_probe, reach_probe
 from orchestrator.model import Action, Host, Step, Verification
+from orchestrator.readiness import integrity_unavailable
 from orchestrator.verify import wait_until
 
 # ---- start --------------------------------------------------------------------------------------
@@ -20,6 +22,8 @@ from orchestrator.verify import wait_until
 
 def start_host(ctx: RunContext, step: Step) -> Outcome:
     host = ctx.inventory.hosts[step.target]
+    if host.never_ssh:  # issue 14: windows and ESXi hosts, never SSH; see executor/outside_ssh.py
+        return outside_ssh.start_host(ctx, step, host)
     if ctx.probes.ssh_answers(host):
         v = ctx.verification(step, ctx.probes.host_up(host))
         if v.passed:
@@ -28,24 +32,10 @@ def start_host(ctx: RunContext, step: Step) -> Outcome:
     if power is None:
         raise StepFailed(f"{host.name} is off and has no power driver: power it on by hand, then resume",
                          {"power": host.power or "none"})
-    label = ctx.drivers.power_label(host)
-    ctx.rec.emit("command-sent", step_id=step.id, driver=label, target=host.name, commands=["power on"])
-    try:
-        power.power_on(host.name)
-    except DriverError as exc:
-        raise StepFailed(f"power on through {label} failed: {exc}", _power_said(power, host)) from None
-    said = _power_said(power, host)
-    v = ctx.verification(step, ctx.probes.wait_host_up(host, ctx.options.start_timeout_s))
-    if not v.passed:
-        raise StepFailed(f"{host.name} was powered on through {label} but did not answer SSH within "
-                         f"{ctx.options.start_timeout_s:.0f} s", {**v.evidence, **said})
-    return Outcome(changed=True, evidence={**v.evidence, **said, "system_state": boot_settled(ctx, host)})
-
-
-def _power_said(power: PowerDriver, host: Host) -> dict[str, object]:
-    """``{"power_driver": ...}``: what the power driver did or answered (nothing for the lab's)."""
-    said = power.evidence(host.name)
-    return {"power_driver": said} if said else {}
+    evidence = power_on_verified(
+        ctx, step, host, power, lambda: ctx.probes.wait_host_up(host, ctx.options.start_timeout_s),
+        f"did not answer SSH within {ctx.options.start_timeout_s:.0f} s")
+    return Outcome(changed=True, evidence={**evidence, "system_state": boot_settled(ctx, host)})
 
 
 def boot_settled(ctx: RunContext, host: Host) -> str:
@@ -79,7 +69,7 @@ def quarantine(ctx: RunContext, host: Host, why: str) -> dict[str, Any]:
     try:
         power.power_off(host.name, graceful=False)
     except DriverError as exc:
-        said = _power_said(power, host)
+        said = power_said(power, host)
         ctx.rec.emit("quarantine", host=host.name, reason=why, powered_off=False, error=str(exc),
                      **({"evidence": said} if said else {}))
         return {"quarantine": f"power off failed: {exc}"}
@@ -92,11 +82,23 @@ def check_integrity(ctx: RunContext, step: Step) -> Outcome:
     from orchestrator.integrity import check_host
 
     host = ctx.inventory.hosts[step.target]
+    unavailable = integrity_unavailable(host, ctx.settings)
+    if unavailable is not None and host.name in ctx.vouched:  # only a MISSING check is ever attested
+        return _vouched(ctx, step, host, unavailable)
+    if host.never_ssh:  # issue 14: the collector is Linux-only; see executor/outside_ssh.py
+        return outside_ssh.check_integrity(ctx, step, host)
+    if unavailable is not None:  # nothing to compare with: the host stays up, its segment isolated
+        raise StepFailed(
+            f"{unavailable}: the tool cannot prove it clean; its segment stays isolated until a person vouches "
+            f"for it (orchestrator attest {ctx.run_id} {host.name} --claim clean --by NAME --reason TEXT "
+            f"[--evidence FILE]), then resume {ctx.run_id}", {"integrity": "not checked", "needs": "attestation",
+                                                             "unavailable": unavailable})
     result = check_host(ctx.drivers.ssh, ctx.inventory, host.name, ctx.settings)
     diffs = [{"category": d.category, "path": d.path, "detail": d.detail} for d in result.differences]
     for d in diffs:
         ctx.rec.emit("integrity-finding", host=host.name, **d)
-    evidence: dict[str, Any] = {"differences": diffs, "baseline_taken": result.baseline_taken}
+    evidence: dict[str, Any] = {"differences": diffs, "baseline_taken": result.baseline_taken,
+                                "baseline_signature": _baseline_signature(ctx, host)}
     ctx.verification(step, Verification(result.clean, "integrity", evidence))
     if not result.clean:
         paths = ", ".join(f"{d['category']} {d['path']}" for d in diffs[:20])
@@ -105,14 +107,43 @@ def check_integrity(ctx: RunContext, step: Step) -> Outcome:
     return Outcome(evidence=evidence)
 
 
-def check_health(ctx: RunContext, step: Step) -> Outcome:
-    """The host's services are active and its baseline's TCP listening ports are back."""
+def _vouched(ctx: RunContext, step: Step, host: Host, unavailable: str) -> Outcome:
+    """The integrity step of a host the tool cannot check, passed on a person's vouched-clean
+    attestation: ``attested`` (never ``verified``), with who, when, why and the evidence's hash."""
+    a = ctx.vouched[host.name]
+    attestation = {k: a.get(k) for k in ("by", "reason", "operator", "ts", "seq", "evidence") if k in a}
+    evidence: dict[str, Any] = {"integrity": "not checked", "unavailable": unavailable, "attestation": attestation}
+    return Outcome(evidence=evidence, attested=f"attested by {a.get('by', '?')}, not verified ({unavailable}): "
+                                                f"{a.get('reason', '')}")
+
+
+def _baseline_signature(ctx: RunContext, host: Host) -> dict[str, Any]:
+    """The signature of the baseline just compared (checked again by ``load_baseline``)."""
+    from orchestrator.integrity import load_baseline
+
+    sig = load_baseline(host.name, ctx.settings).get("signature")
+    return {"alg": sig.get("alg"), "key_id": sig.get("key_id"), "checked": True} if isinstance(sig, Mapping) else {}
+
+
+def _baseline_ports(ctx: RunContext, host: Host, evidence: dict[str, Any]) -> set[int]:
+    """The TCP ports the host's baseline listened on; none for a vouched host that has no baseline."""
     from orchestrator.integrity import listening_tcp_ports, load_baseline
 
+    if host.name in ctx.vouched and integrity_unavailable(host, ctx.settings) is not None:
+        evidence["ports_from"] = "no baseline (integrity attested, not verified): no ports to expect"
+        return set()
+    return set(listening_tcp_ports(load_baseline(host.name, ctx.settings)))
+
+
+def check_health(ctx: RunContext, step: Step) -> Outcome:
+    """The host's services are active, its baseline's TCP listening ports are back, and its health
+    suites (pytest-testinfra files the site owns) pass."""
     host = ctx.inventory.hosts[step.target]
+    if host.never_ssh:  # issue 14: no services over SSH; see executor/outside_ssh.py
+        return outside_ssh.check_health(ctx, step, host)
     problems: list[str] = []
     evidence: dict[str, Any] = {}
-    want = set(listening_tcp_ports(load_baseline(host.name, ctx.settings)))
+    want = _baseline_ports(ctx, host, evidence)
     states: dict[str, str] = {}
     have: set[int] = set()
 
@@ -136,11 +167,25 @@ def check_health(ctx: RunContext, step: Step) -> Outcome:
     evidence["ports_missing"] = sorted(want - have)
     problems += [f"service {s} is {st}" for s, st in states.items() if st != "active"]
     problems += [f"port {p} is not listening" for p in sorted(want - have)]
+    problems += _health_suites(ctx, host, evidence)
     v = ctx.verification(step, Verification(not problems, "health", evidence))
     if not v.passed:
         evidence.update(quarantine(ctx, host, "health: " + "; ".join(problems)))
         raise StepFailed("; ".join(problems), evidence)
     return Outcome(evidence=evidence)
+
+
+def _health_suites(ctx: RunContext, host: Host, evidence: dict[str, Any]) -> list[str]:
+    """Run the host's health suites (none: nothing to do); each test's outcome goes to
+    ``evidence["suites"]``; returns what failed, one problem per failed or errored test."""
+    from orchestrator.health.suites import run_host_suites, suite_problems, suites_apply
+
+    if not suites_apply(host):
+        return []
+    result = run_host_suites(ctx.inventory, host.name)
+    evidence["suites"] = [t.as_dict() for t in result.tests]
+    evidence["suites_duration_s"] = result.duration_s
+    return suite_problems(result)
 
 
 def tcp_ports(ss_output: str) -> set[int]:
@@ -260,10 +305,14 @@ def check_segment_ready(ctx: RunContext, segment: str) -> dict[str, Any]:
             blocking[host.name] = why
     if blocking:
         names = ", ".join(blocking)
+        unchecked = [h for h in blocking if _needs_vouching(ctx, h)]
+        vouch = (f"; {', '.join(unchecked)}: the tool cannot check its integrity, a person who can vouch for it "
+                 f"attests it clean (orchestrator attest {ctx.run_id} HOST --claim clean --by NAME --reason TEXT)"
+                 if unchecked else "")
         raise StepFailed(
             f"hosts of {segment} neither passed their checks nor are safely off: {names}; the segment stays "
             f"isolated until each is powered off (proven by its power driver) or an operator attests its "
-            f"physical disconnection (orchestrator attest {ctx.run_id} HOST --by NAME --reason TEXT), "
+            f"physical disconnection (orchestrator attest {ctx.run_id} HOST --by NAME --reason TEXT){vouch}, "
             f"then resume {ctx.run_id}",
             {"blocking_hosts": list(blocking), "why": blocking,
              "cleared": {h: c["text"] for h, c in cleared.items()}})
@@ -271,6 +320,12 @@ def check_segment_ready(ctx: RunContext, segment: str) -> dict[str, Any]:
         ctx.rec.emit("clearance", step_id=f"reconnect-segment:{segment}", segment=segment, host=name,
                      quarantined=name in ctx.quarantined, **how)
     return {"cleared": {h: c["text"] for h, c in cleared.items()}} if cleared else {}
+
+
+def _needs_vouching(ctx: RunContext, host: str) -> bool:
+    """The host's integrity step failed only because the tool cannot check it (no baseline, windows)."""
+    integrity = ctx.results.get(f"check-integrity:{host}")
+    return integrity is not None and not integrity.ok and integrity.evidence.get("needs") == "attestation"
 
 
 def _clearance(ctx: RunContext, host: Host) -> tuple[dict[str, Any] | None, str]:

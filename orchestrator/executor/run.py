@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, assert_never
 
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
-from orchestrator.executor import containment, final, restore, stopping
+from orchestrator.executor import containment, final, restore, schedule, stopping
 from orchestrator.executor.context import (
     Drivers,
     LazySsh,
@@ -48,7 +49,7 @@ class Executor:
             options=options, drivers=drivers, probes=Probes(inventory, LazySsh(drivers), drivers.power_for),
             stop_event=stop_event or threading.Event(), results=dict(resume.results),
             quarantined=dict(resume.quarantined), attestations=dict(resume.attestations),
-            approved_gates=set(resume.approvals))
+            vouched=dict(resume.vouched), approved_gates=set(resume.approvals))
         self.started = resume.started_mono if resume.started_mono is not None else time.monotonic()
         self.milestones: dict[str, float] = dict(resume.milestones)
         self.time_to_containment: float | None = self.milestones.get("contained")
@@ -63,16 +64,23 @@ class Executor:
         interrupted = False
         preflight = containment.start_preflight(ctx)
         try:
-            for wave in ctx.plan.waves:
+            for group in wave_groups(ctx.plan.waves):
                 if ctx.stop_event.is_set():
                     interrupted = True
                     break
-                todo = [s for s in wave.steps if not ctx.done(s.id)]
+                todo = [s for w in group for s in w.steps if not ctx.done(s.id)]
                 if not todo:
                     continue
-                ctx.rec.emit("wave-started", wave=wave.index, phase=wave.phase.value, steps=[s.id for s in todo])
-                stopping.open_stop_connections(ctx, wave)
-                self._run_wave(wave, todo)
+                stopping.open_stop_connections(ctx, group[0])
+                if _dag_kind(group[0]) == "stop":
+                    stopping.stop_when_ready(ctx, group, todo)
+                elif _dag_kind(group[0]) == "restore":
+                    self._restore_when_ready(group, todo)
+                else:
+                    (wave,) = group
+                    ctx.rec.emit("wave-started", wave=wave.index, phase=wave.phase.value,
+                                 steps=[s.id for s in todo])
+                    self._run_wave(wave, todo)
                 if ctx.stop_event.is_set():
                     interrupted = any(s.id not in ctx.results for s in ctx.plan.steps())
                 self._milestones()
@@ -126,8 +134,11 @@ class Executor:
                 runnable.append(step)
         stops = [s for s in runnable if s.action is Action.STOP_HOST]
         others = [s for s in runnable if s.action is not Action.STOP_HOST]
-        if stops:
-            stopping.stop_hosts(ctx, wave, stops)
+        if stops:  # a wave that mixes stops with other steps: its stops together, as one batch
+            for step in stops:
+                ctx.rec.emit("step-started", step_id=step.id, action=step.action.value, target=step.target,
+                             wave=wave.index)
+            stopping.stop_hosts(ctx, wave.index, stops)
         if others:
             batches = containment.start_device_batches(ctx, others)
             try:
@@ -137,6 +148,28 @@ class Executor:
                 if batches is not None:
                     batches.shutdown(wait=True)
                 ctx.device_changes.clear()
+                ctx.device_sent.clear()
+
+    def _restore_when_ready(self, waves: list[Wave], todo: list[Step]) -> None:
+        """A tier's starts, integrity and health checks, dependency-driven (``schedule``): a host's
+        integrity check starts once it is up and its health check once its integrity is proven, not
+        when the slowest host of the tier is; at most ``forks`` steps at a time."""
+        ctx = self.ctx
+        wave_of = {s.id: w for w in waves for s in w.steps}
+        todo_ids = {s.id for s in todo}
+        started: set[int] = set()
+
+        def launch(ready: list[Step]) -> list[Future[None]]:
+            for step in ready:
+                wave = wave_of[step.id]
+                if wave.index not in started:
+                    started.add(wave.index)
+                    ctx.rec.emit("wave-started", wave=wave.index, phase=wave.phase.value,
+                                 steps=[s.id for s in wave.steps if s.id in todo_ids])
+            return [pool.submit(self._run_step, wave_of[s.id], s) for s in ready]
+
+        with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(todo)))) as pool:
+            schedule.run_when_ready(ctx, todo, launch)
 
     def _run_step(self, wave: Wave, step: Step) -> None:
         ctx = self.ctx
@@ -150,9 +183,11 @@ class Executor:
             return
         try:
             outcome = _dispatch(ctx, step)  # the netmiko driver serialises commands per device
-            status = StepStatus.VERIFIED if outcome.unproven is None else StepStatus.UNPROVEN
+            status = (StepStatus.ATTESTED if outcome.attested is not None else
+                      StepStatus.VERIFIED if outcome.unproven is None else StepStatus.UNPROVEN)
             result = StepResult(step.id, status, changed=outcome.changed, already=outcome.already,
-                                escalated=outcome.escalated, evidence=outcome.evidence, error=outcome.unproven,
+                                escalated=outcome.escalated, evidence=outcome.evidence,
+                                error=outcome.attested or outcome.unproven,
                                 duration_s=round(time.monotonic() - t0, 3))
         except StepFailed as exc:
             result = StepResult(step.id, StepStatus.FAILED, error=str(exc), evidence=exc.evidence,
@@ -167,6 +202,29 @@ class Executor:
 
     def _ansible_event(self, event: dict[str, Any]) -> None:
         self.rec.emit("ansible-event", **{k: v for k, v in event.items() if k not in ("type", "ts")})
+
+
+_DAG_KINDS = {Action.STOP_HOST: "stop", Action.START_HOST: "restore", Action.CHECK_INTEGRITY: "restore",
+              Action.CHECK_HEALTH: "restore"}
+
+
+def _dag_kind(wave: Wave) -> str | None:
+    """"stop" or "restore" for a wave whose order is only its steps' ``requires`` (run
+    dependency-driven with its neighbours of the same kind), None for a wave that is a barrier."""
+    kinds = {_DAG_KINDS.get(s.action) for s in wave.steps}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def wave_groups(waves: Sequence[Wave]) -> list[list[Wave]]:
+    """The plan's waves in order, consecutive ones of the same dependency-driven kind together."""
+    groups: list[list[Wave]] = []
+    for wave in waves:
+        kind = _dag_kind(wave)
+        if kind is not None and groups and _dag_kind(groups[-1][0]) == kind:
+            groups[-1].append(wave)
+        else:
+            groups.append([wave])
+    return groups
 
 
 def _dispatch(ctx: RunContext, step: Step) -> Outcome:

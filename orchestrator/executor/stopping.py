@@ -1,5 +1,7 @@
-"""Stopping hosts: one stop playbook per wave, each host verified off on its own from the moment its
-power-off is reported, and escalated out of band (graceful, then hard) when it does not go down."""
+"""Stopping hosts, dependency-driven: a host's stop starts once every host that depends on it is
+verified off; one stop playbook per batch of hosts ready together, each host verified off on its own
+from the moment its power-off is reported, and escalated out of band (graceful, then hard) when it
+does not go down."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from typing import Any
 
 from orchestrator.drivers.base import PlaybookRun, PowerOffReport
 from orchestrator.errors import DriverError, OrchestratorError, SafetyInterlock
+from orchestrator.executor import schedule
 from orchestrator.executor.context import RunContext
-from orchestrator.model import Action, Host, Step, StepResult, StepStatus, Verification, Wave
+from orchestrator.model import Action, Host, HostOs, Step, StepResult, StepStatus, Verification, Wave
 
 Before = tuple[Verification, bool]  # a host's off-probe before the wave, and whether SSH answered
 
@@ -67,21 +70,46 @@ def open_stop_connections(ctx: RunContext, wave: Wave) -> None:
     if wave.steps and all(s.action is Action.BACKUP_CONFIG for s in wave.steps):
         return
     ctx.stop_connections_opened = True
-    hosts = [s.target for s in ctx.plan.steps() if s.action is Action.STOP_HOST and not ctx.done(s.id)]
+    hosts = [s.target for s in ctx.plan.steps() if s.action is Action.STOP_HOST and not ctx.done(s.id)
+             and not ctx.inventory.hosts[s.target].never_ssh]
     if hosts:
         with contextlib.suppress(Exception):  # only a head start: the stop waves connect anyway
             ctx.drivers.ansible.open_connections(hosts)
 
 
-def stop_hosts(ctx: RunContext, wave: Wave, steps: list[Step]) -> None:
-    """One playbook run for the whole wave; each host is verified independently, in parallel,
-    from the moment its own power-off result arrives (not when the whole play has ended)."""
-    if ctx.stop_event.is_set():
-        return
+def stop_when_ready(ctx: RunContext, waves: list[Wave], todo: list[Step]) -> None:
+    """The stop waves of a shutdown, dependency-driven: a host's stop starts as soon as every host
+    that depends on it is verified off (its ``requires``), never before, whatever wave it is listed
+    in; hosts that become ready together (within ``RunOptions.stop_gather_s``) share one playbook.
+    Each plan wave's ``wave-started`` is journaled when its first stop starts, and every
+    ``step-started`` when that host's stop really starts: the journal shows the order used."""
+    wave_of = {s.id: w.index for w in waves for s in w.steps}
+    todo_ids = {s.id for s in todo}
+    started: set[int] = set()
+    batches = ThreadPoolExecutor(max_workers=max(1, len(todo)), thread_name_prefix="stop-batch")
+
+    def launch(ready: list[Step]) -> list[Future[None]]:
+        for wave in waves:
+            if wave.index not in started and any(wave_of[s.id] == wave.index for s in ready):
+                started.add(wave.index)
+                ctx.rec.emit("wave-started", wave=wave.index, phase=wave.phase.value,
+                             steps=[s.id for s in wave.steps if s.id in todo_ids])
+        for step in ready:
+            ctx.rec.emit("step-started", step_id=step.id, action=step.action.value, target=step.target,
+                         wave=wave_of[step.id])
+        return [batches.submit(stop_hosts, ctx, min(wave_of[s.id] for s in ready), ready)]
+
+    try:
+        schedule.run_when_ready(ctx, todo, launch, gather_s=ctx.options.stop_gather_s)
+    finally:
+        batches.shutdown(wait=True)
+
+
+def stop_hosts(ctx: RunContext, wave: int, steps: list[Step]) -> None:
+    """One playbook run for a batch of hosts whose stops have started (``step-started`` journaled);
+    each host is verified independently, in parallel, from the moment its own power-off result
+    arrives (not when the whole play has ended)."""
     t0 = time.monotonic()
-    for step in steps:
-        ctx.rec.emit("step-started", step_id=step.id, action=step.action.value, target=step.target,
-                     wave=wave.index)
     if ctx.options.dry_run:
         for step in steps:
             ctx.finish(step, StepResult(step.id, StepStatus.DRY_RUN, evidence={"would": step.verify}))
@@ -96,7 +124,7 @@ def stop_hosts(ctx: RunContext, wave: Wave, steps: list[Step]) -> None:
     def finish(step: Step) -> None:
         try:
             _finish_stop(ctx, step, hosts[step.target], before[step.target], played, t0)
-        except Exception as exc:  # noqa: BLE001 - recorded against the step, the wave goes on
+        except Exception as exc:  # noqa: BLE001 - recorded against the step, the others go on
             ctx.finish(step, StepResult(step.id, StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
                                         duration_s=_since(t0)))
 
@@ -105,7 +133,7 @@ def stop_hosts(ctx: RunContext, wave: Wave, steps: list[Step]) -> None:
             list(pool.map(finish, steps))
     finally:
         if runner is not None:
-            # The play's own ending (stats, process exit) need not hold the next wave back: it is
+            # The play's own ending (stats, process exit) need not hold the next stops back: it is
             # joined when the run ends, and its journal events land whenever it finishes.
             runner.shutdown(wait=False)
             ctx.background.append(runner)
@@ -124,12 +152,12 @@ def _probe_before(ctx: RunContext, host: Host) -> Before:
     return off, up == "answers" if up in ("answers", "closed") else ctx.probes.ssh_answers(host)
 
 
-def _start_playbook(ctx: RunContext, wave: Wave, to_stop: list[str],
+def _start_playbook(ctx: RunContext, wave: int, to_stop: list[str],
                     played: PlaybookProgress) -> ThreadPoolExecutor | None:
-    """The wave's stop playbook, in the background, for the hosts that answer and are not off."""
+    """The batch's stop playbook, in the background, for the hosts that answer and are not off."""
     if not to_stop:
         return None
-    ctx.rec.emit("command-sent", step_id=f"stop-host wave {wave.index}", driver="ansible",
+    ctx.rec.emit("command-sent", step_id=f"stop-host wave {wave}", driver="ansible",
                  target=",".join(to_stop), commands=[f"playbooks/stop-host.yml --limit {','.join(to_stop)}"])
     runner = ThreadPoolExecutor(max_workers=1)
     future = runner.submit(ctx.drivers.ansible.stop_hosts, to_stop,
@@ -147,6 +175,9 @@ def _finish_stop(ctx: RunContext, step: Step, host: Host, before: Before, played
         ctx.verification(step, off_before)
         ctx.finish(step, StepResult(step.id, StepStatus.VERIFIED, already=True, evidence=evidence,
                                     duration_s=_since(t0)))
+        return
+    if host.never_ssh:  # windows, or an ESXi host through vCenter: only its power controller stops it
+        _finish_outside_stop(ctx, step, host, off_before, t0)
         return
     outcome = played.wait(host.name) if up_before else {}
     evidence = {"before": dict(off_before.evidence),
@@ -169,6 +200,18 @@ def _finish_stop(ctx: RunContext, step: Step, host: Host, before: Before, played
     evidence["after"] = dict(v.evidence)
     status = StepStatus.VERIFIED if v.passed else StepStatus.FAILED
     ctx.finish(step, StepResult(step.id, status, changed=True, escalated=escalated, evidence=evidence,
+                                error=None if v.passed else "the host is still not off", duration_s=_since(t0)))
+
+
+def _finish_outside_stop(ctx: RunContext, step: Step, host: Host, off_before: Verification, t0: float) -> None:
+    """A host never reached over SSH: no playbook, straight to its power controller (graceful, then hard)."""
+    why = ("os: windows: stopped through its power controller only" if host.os is HostOs.WINDOWS else
+           "an ESXi host: maintenance mode, then shutdown, through vCenter")
+    evidence: dict[str, Any] = {"before": dict(off_before.evidence), "playbook": f"not sent ({why})"}
+    v = escalate_power_off(ctx, step, host, why)
+    evidence["after"] = dict(v.evidence)
+    status = StepStatus.VERIFIED if v.passed else StepStatus.FAILED
+    ctx.finish(step, StepResult(step.id, status, changed=True, escalated=True, evidence=evidence,
                                 error=None if v.passed else "the host is still not off", duration_s=_since(t0)))
 
 

@@ -45,6 +45,13 @@ def _host_or_error(inventory: Inventory, host: str) -> None:
             target=host,
             hint=f"check the name against {inventory.path}",
         )
+    if inventory.hosts[host].never_ssh:  # issue 14: windows and ESXi hosts never get an SSH command
+        raise IntegrityError(
+            "the collector is Linux-only and this host is never reached over SSH (os: windows, or an ESXi "
+            "host through vCenter): nothing was sent to it",
+            target=host,
+            hint="at restore its integrity step takes an attestation (orchestrator attest RUN_ID HOST --claim clean)",
+        )
 
 
 def capture_baseline(ssh: CommandRunner, inventory: Inventory, host: str, settings: Settings) -> Path:

@@ -15,6 +15,7 @@ The steps, one module each:
   function per section sharing one address book; then, on the model, each device's commands.
 - ``build``: checked data -> ``orchestrator.model.Inventory`` (credential paths resolved, once,
   against the inventory's directory).
+- ``health``: the health suites it names (files that exist, under its directory or absolute).
 - ``problems``: key paths and the problem collector they all report to.
 """
 
@@ -29,6 +30,7 @@ from orchestrator.errors import InventoryError, Problem
 from orchestrator.gcutil import gc_paused
 from orchestrator.inventory.build import build_inventory, resolve_credential_path
 from orchestrator.inventory.checks import check_device_commands, check_semantics, find_cycles, ipv4
+from orchestrator.inventory.health import check_health_suites
 from orchestrator.inventory.parse import Parsed, parse_yaml, parse_yaml_fast, value_budget
 from orchestrator.inventory.problems import KeyPath, Problems, format_path
 from orchestrator.inventory.schema import check_schema, inventory_schema
@@ -100,6 +102,7 @@ def _validate_text(text: str, file: str, strict: bool, base_dir: Path) -> Valida
         # malformed structure already reported by the schema check; report what could be checked
         if structurally_sound:
             raise
+    check_health_suites(parsed.data, problems, base_dir)
     if problems.errors:
         problems.items.sort(key=lambda p: (p.line or 0, p.key))
         raise InventoryError(problems.items)

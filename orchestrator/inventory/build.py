@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.inventory.checks import ipv4, placement_names
+from orchestrator.inventory.health import host_suites
 from orchestrator.model import (
     Campus,
     ControllerType,
@@ -16,6 +17,7 @@ from orchestrator.model import (
     Device,
     Host,
     HostKind,
+    HostOs,
     Inventory,
     Island,
     LabPeer,
@@ -51,7 +53,7 @@ def build_inventory(data: Mapping[str, Any], path: str, sha256: str, base_dir: P
         segments=segments,
         devices={n: _device(n, d) for n, d in _section(data, "devices")},
         links={n: _link(n, k) for n, k in _section(data, "links")},
-        hosts={n: _host(n, h, segments) for n, h in _section(data, "hosts")},
+        hosts={n: _host(n, h, segments, host_suites(data, h, base_dir)) for n, h in _section(data, "hosts")},
         islands={
             n: Island(name=n, reason=str(i["reason"]), segments=tuple(i.get("segments") or ()),
                       hosts=tuple(i.get("hosts") or ()))
@@ -61,6 +63,7 @@ def build_inventory(data: Mapping[str, Any], path: str, sha256: str, base_dir: P
         version=int(data["version"]),
         lab=_lab(data.get("lab")),
         power_controllers={n: _power_controller(n, p, base_dir) for n, p in _section(data, "power_controllers")},
+        base_dir=str(base_dir),
     )
 
 
@@ -96,7 +99,7 @@ def _link(name: str, k: Mapping[str, Any]) -> Link:
                 interface=k.get("interface"), peer_address=_opt_addr(k.get("peer_address")))
 
 
-def _host(name: str, h: Mapping[str, Any], segments: Mapping[str, Segment]) -> Host:
+def _host(name: str, h: Mapping[str, Any], segments: Mapping[str, Segment], health: tuple[str, ...]) -> Host:
     """A host; its management address defaults to its address, its campus to its segment's."""
     address = _addr(h["address"])
     power = h.get("power")
@@ -110,8 +113,11 @@ def _host(name: str, h: Mapping[str, Any], segments: Mapping[str, Segment]) -> H
         integrity=tuple(h.get("integrity") or ()), vars=dict(h.get("vars") or {}),
         kind=HostKind(h.get("kind", "server")), runs_on=tuple(placement_names(h.get("runs_on"))),
         stored_on=tuple(placement_names(h.get("stored_on"))),
-        power_target=PowerTarget(str(power["controller"]), vm=power.get("vm"), system=power.get("system"))
+        power_target=PowerTarget(str(power["controller"]), vm=power.get("vm"), system=power.get("system"),
+                                 host=power.get("host"), bmc=power.get("bmc"))
         if isinstance(power, dict) else None,
+        os=HostOs(h.get("os", "linux")),
+        health=health,
     )
 
 

@@ -338,6 +338,7 @@ def _check_hosts(s: _Sections, book: AddressBook, problems: Problems) -> None:
         _ref(host.get("campus"), "campus", s.campuses, (*base, "campus"), problems)
         _check_host_vars_and_power(host, base, problems)
         _check_host_power_target(s, host, base, problems)
+        _check_host_os(host, base, problems)
         _ref(host.get("credentials"), "credential", s.credentials, (*base, "credentials"), problems)
         _check_host_segment(s, host, base, problems)
         _check_host_addresses(name, host, base, book, problems)
@@ -613,14 +614,54 @@ def _check_host_power_target(s: _Sections, host: Mapping[str, Any], base: KeyPat
                      f"define it under 'power_controllers:' or use one of: {choices}")
         return
     kind = s.power_controllers[name].get("type")
+    if kind == "vsphere" and "host" in power:
+        _check_hypervisor_power(s, host, power, base, problems)
+        return
     wanted = _TARGET_KEY.get(kind)
-    for key in ("vm", "system"):
+    for key in ("vm", "system", "host", "bmc"):
         if key in power and key != wanted:
             problems.add((*base, "power", key), f"'{key}' does not fit controller '{name}', a {kind} controller",
-                         _TARGET_HINT.get(kind, "see `orchestrator inventory schema`"))
+                         _TARGET_HINT.get(kind, "see `orchestrator inventory schema`") if key != "bmc" else
+                         "bmc: goes with host: (an ESXi host powered through vCenter); remove it here")
     if kind == "vsphere" and "vm" not in power:
         problems.add((*base, "power"), f"controller '{name}' is a vsphere controller: which VM is this host?",
                      _TARGET_HINT["vsphere"])
+
+
+def _check_hypervisor_power(s: _Sections, host: Mapping[str, Any], power: Mapping[str, Any], base: KeyPath,
+                            problems: Problems) -> None:
+    """``{controller: VCENTER, host: ESXI[, bmc: BMC[, system: ID]]}``: a hypervisor through vCenter."""
+    at = (*base, "power")
+    if "vm" in power:
+        problems.add((*at, "vm"), "give either vm: (a VM) or host: (an ESXi host), not both",
+                     "a hypervisor keeps host:; a VM keeps vm:")
+    if host.get("kind") != "hypervisor":
+        problems.add((*at, "host"), "power: host: names an ESXi host, but this host is not a hypervisor",
+                     "set 'kind: hypervisor' on it, or write vm: for a VM")
+    bmc = power.get("bmc")
+    bmc_kind = s.power_controllers.get(bmc, {}).get("type") if isinstance(bmc, str) else None
+    if isinstance(bmc, str) and bmc not in s.power_controllers:
+        choices = ", ".join(sorted(k for k, v in s.power_controllers.items() if v.get("type") != "vsphere"))
+        problems.add((*at, "bmc"), f"unknown power controller '{bmc}'",
+                     "define it under 'power_controllers:' (type redfish or ipmi) or use one of: "
+                     f"{choices or '(none)'}")
+    elif isinstance(bmc, str) and bmc_kind not in ("redfish", "ipmi"):
+        problems.add((*at, "bmc"), f"'{bmc}' is a {bmc_kind} controller, not a server's BMC",
+                     "name a redfish or ipmi controller here")
+    if "system" in power and bmc_kind != "redfish":
+        problems.add((*at, "system"), "system: is the Redfish Systems id of the bmc: controller, and there is no "
+                     "redfish bmc: here", "remove system:, or give 'bmc: NAME' of a redfish controller")
+
+
+def _check_host_os(host: Mapping[str, Any], base: KeyPath, problems: Problems) -> None:
+    """A Windows host never gets an SSH or Ansible command: only its power controller can stop it."""
+    if host.get("os") != "windows" or isinstance(host.get("power"), dict):
+        return
+    where = (*base, "power") if "power" in host else (*base, "os")
+    problems.add(where, "a windows host is stopped and started only through its power controller "
+                 "(it never receives an SSH or Ansible command), and this one has none",
+                 "give it 'power: {controller: NAME, vm: VM}' (vsphere), '{controller: NAME, system: ID}' "
+                 "(redfish) or '{controller: NAME}' (ipmi), with NAME under power_controllers:")
 
 
 def _check_power_targets_unique(s: _Sections, problems: Problems) -> None:
@@ -631,13 +672,22 @@ def _check_power_targets_unique(s: _Sections, problems: Problems) -> None:
         power = host.get("power")
         if not isinstance(power, dict) or power.get("controller") not in s.power_controllers:
             continue
-        target = (str(power["controller"]), str(power.get("vm") or power.get("system") or ""))
-        if target in owners:
-            what = f"VM/system {target[1]!r} of" if target[1] else "the BMC of"
-            problems.add(("hosts", name, "power"), f"{what} controller '{target[0]}' already powers host "
-                         f"'{owners[target]}'", "give each host its own VM, Redfish system or BMC")
-        else:
-            owners[target] = name
+        for target in _power_targets(power):
+            if target in owners:
+                what = f"VM/system {target[1]!r} of" if target[1] else "the BMC of"
+                problems.add(("hosts", name, "power"), f"{what} controller '{target[0]}' already powers host "
+                             f"'{owners[target]}'", "give each host its own VM, Redfish system or BMC")
+            else:
+                owners[target] = name
+
+
+def _power_targets(power: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(controller, what it calls the host) for each controller powering it: an ESXi host's vCenter
+    entry and, with ``bmc:``, its BMC's."""
+    if power.get("host"):
+        out = [(str(power["controller"]), f"host {power['host']}")]
+        return out + ([(str(power["bmc"]), str(power.get("system") or ""))] if power.get("bmc") else [])
+    return [(str(power["controller"]), str(power.get("vm") or power.get("system") or ""))]
 
 
 def _check_host_placement(name: str, host: Mapping[str, Any], hosts: Mapping[str, Any], base: KeyPath,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ DOMAIN_PREFIX = "olab-"  # libvirt domain of machine NAME: olab-NAME (vagrant-li
 NETWORK_PREFIX = "olv-"  # libvirt networks: olv-SITE-NETWORK
 VAGRANT_NETWORK = "olv-vagrant"  # Vagrant's own network (its SSH and DHCP), isolated too
 VAGRANT_NETWORK_ADDRESS = "10.151.250.0/24"  # outside every range of inventories/lab.yml and vm-lab.yml
+DOMAIN_UUID_NAMESPACE = uuid.UUID("6f1c2b8e-54a3-4c1e-9d0e-0a5b1c7e3f21")  # this lab's domains (domain_uuid)
 VAGRANT_NIC_GLOB = "en*"  # the box names Vagrant's NIC predictably (ens5, ...); lab NICs are renamed
 
 # On top of the nspawn lab's guard: Vagrant's own NIC is never a path between networks either.
@@ -49,6 +51,12 @@ def mac_address(machine_index: int, interface_index: int) -> str:
 def domain_name(machine: str) -> str:
     """The libvirt domain of a lab machine."""
     return DOMAIN_PREFIX + machine
+
+
+def domain_uuid(site: str, machine: str) -> str:
+    """The libvirt domain's UUID, fixed per site and machine (not libvirt's random one): what a Redfish
+    BMC in front of the lab calls the machine (its Systems member id), written in the inventory."""
+    return str(uuid.uuid5(DOMAIN_UUID_NAMESPACE, f"{site}/{machine}"))
 
 
 def network_name(site: str, network: str) -> str:
@@ -107,6 +115,7 @@ def vagrant_dict(inventory: Inventory, lab_root: Path | None = None) -> dict[str
     for md in out["machines"]:
         m = by_name[md["name"]]
         md["domain"] = domain_name(m.name)
+        md["uuid"] = domain_uuid(topo.site, m.name)
         for k, iface in enumerate(md["interfaces"]):
             iface["mac"] = mac_address(m.index, k)
             iface["libvirt_network"] = network_name(topo.site, iface["network"])

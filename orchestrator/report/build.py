@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from orchestrator import events as ev
 from orchestrator.journal import JournalVerification, parse_timestamp
 from orchestrator.model import Inventory
+from orchestrator.report.evidence import restore_evidence
 from orchestrator.report.model import (
     Approval,
     Attestation,
@@ -464,4 +465,5 @@ def build_report(
         journal_head=verification.head if verification is not None else None,
         journal_problems=tuple(verification.problems) if verification is not None else (),
     )
-    return dataclasses.replace(report_wo_nis2, nis2=_nis2(report_wo_nis2, detected_dt, clock))
+    return dataclasses.replace(report_wo_nis2, nis2=_nis2(report_wo_nis2, detected_dt, clock),
+                               restore_evidence=restore_evidence(report_wo_nis2))

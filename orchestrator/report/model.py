@@ -8,10 +8,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from orchestrator.events import Event
+
+if TYPE_CHECKING:
+    from orchestrator.report.evidence import HostEvidence
 
 REPORT_SCHEMA = "orchestrator.report/v1"
 EVIDENCE_LIMIT = 3000  # characters of evidence shown inline in md/html; the journal has it all
@@ -26,6 +29,7 @@ OUTCOME_COLOURS: dict[str, str] = {
     "stopped": "#64748b",
     "kept-running": "#15803d",
     "restored": "#0f766e",
+    "restored-attested": "#a21caf",  # restored, its integrity attested by a person (not verified)
     "isolated": "#ca8a04",
     "running": "#94a3b8",
     "failed": "#dc2626",
@@ -41,6 +45,7 @@ STATUS_COLOURS: dict[str, str] = {
     "verified": "#16a34a",
     "failed": "#dc2626",
     "unproven": "#c026d3",
+    "attested": "#a21caf",
     "skipped": "#9333ea",
     "pending": "#a8a29e",
     "dry-run": "#94a3b8",
@@ -244,6 +249,7 @@ class Report:
     journal_head: str | None = None
     journal_problems: tuple[str, ...] = ()
     schema: str = REPORT_SCHEMA
+    restore_evidence: tuple[HostEvidence, ...] = ()  # a restore's per-host evidence (report/evidence.py)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _plain(dataclasses.asdict(self))

@@ -17,7 +17,7 @@ def _blocking(step: StepRecord, by_id: Mapping[str, StepRecord]) -> str:
     """Why a skipped step was not attempted: the first required step that did not succeed."""
     for req in step.requires:
         other = by_id.get(req)
-        if other is not None and other.status not in ("verified", "dry-run"):
+        if other is not None and other.status not in ("verified", "dry-run", "attested"):
             return f"{req} {other.status}"
     return "a step it requires did not succeed"
 
@@ -102,14 +102,18 @@ def _restored(h: _HostSteps, facts: RunFacts) -> _Verdict:
         return failure
     steps = (h.start, h.integrity, h.health)
     segment, reconnect = h.segment, h.reconnect
-    if all(s is None or s.status == "verified" for s in steps):
+    if all(s is None or s.status in ("verified", "attested") for s in steps):
+        attested = h.integrity is not None and h.integrity.status == "attested"
+        checks = (f"integrity ATTESTED, not verified ({h.integrity.error if h.integrity else ''}); health verified"
+                  if attested else "integrity and health verified")
         if reconnect is None or reconnect.status == "verified":
-            why = "started; integrity and health verified" + (f"; segment {segment} reconnected" if reconnect else "")
-            return "restored", why, {}
-        return "started", f"verified, but segment {segment} not reconnected ({reconnect.status})", {}
+            why = f"started; {checks}" + (f"; segment {segment} reconnected" if reconnect else "")
+            return "restored-attested" if attested else "restored", why, {}
+        return "started", f"{checks if attested else 'verified'}, but segment {segment} not reconnected " \
+                          f"({reconnect.status})", {}
     if all(s is None or s.status == "dry-run" for s in steps):
         return "dry-run", "dry run: nothing done", {}
-    pending = next(s for s in steps if s is not None and s.status != "verified")
+    pending = next(s for s in steps if s is not None and s.status not in ("verified", "attested"))
     reason = _blocking(pending, facts.by_id) if pending.status == "skipped" else "not reached"
     return "not-restored", f"{pending.step_id} {pending.status}: {reason}", {}
 

@@ -87,7 +87,7 @@ def test_the_result_and_status_print_hostile_reasons_as_text(captured: io.String
     result = SimpleNamespace(run_id="r1", status="failed", time_to_containment_s=None, time_to_shutdown_s=None,
                              quarantined={"h1": f"integrity: files /tmp/{HOSTILE}"},
                              left=[("check-integrity:h1", f"failed: files /tmp/{HOSTILE}")],
-                             unproven=[], journal_path=Path("/state/runs/r1/journal.jsonl"))
+                             unproven=[], attested={}, journal_path=Path("/state/runs/r1/journal.jsonl"))
     cli.render_result(cast("RunResult", result), as_json=False)  # only what the renderer reads
     assert captured.getvalue().count(f"/tmp/{HOSTILE}") == 2
 

@@ -18,7 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import CLI, LAB_YML, REPO, finished, last_run_id, orch, records, restore_lab, wait_port
+from cli_helpers import (
+    CLI,
+    LAB_YML,
+    REPO,
+    finished,
+    last_run_id,
+    orch,
+    records,
+    restore_lab,
+    wait_port,
+    write_lab_copy,
+)
 
 from orchestrator import lab
 from orchestrator.drivers.power import LabPower
@@ -217,8 +228,7 @@ def test_a_rejected_device_command_fails_its_step_with_evidence_and_skips_its_de
                         "role: emr-app, tier: 2, depends_on: [ant-emr-db1, ant-ad1], services: [ssh, emr-app],\n"
                         "                 vars: {service_ports: {emr-app: 8080}}, power: manual,")
     assert "power: manual" in text and "partner-lab" in text and "cut_link_method" in text
-    variant = tmp_path / "lab-variant.yml"
-    variant.write_text(text)
+    variant = write_lab_copy(tmp_path / "lab-variant.yml", text)
     # 1. FRR rejects the ACL: the cut fails with the device's own words; the rest goes on
     res = orch(state_dir, "shutdown", str(variant), "--contain-only", "--campus", "antwerp", "--yes")
     assert res.returncode == 1, res.stdout + res.stderr
@@ -309,8 +319,7 @@ def test_no_secret_reaches_journal_output_reports_or_artifacts(
     text = Path(LAB_YML).read_text().replace(
         "lab:    {username: root, key_file:", "lab:    {username: root, password_env: ORCH_TEST_PASSWORD, key_file:")
     assert "ORCH_TEST_PASSWORD" in text
-    variant = tmp_path / "lab-secret.yml"
-    variant.write_text(text)
+    variant = write_lab_copy(tmp_path / "lab-secret.yml", text)
     secret_dir = tmp_path / "state"
     env = {"ORCH_TEST_PASSWORD": password}
     outputs = []

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # emulator_procs (tests/)
+sys.path.insert(0, str(Path(__file__).parent))  # power_emulators
 from power_emulators import BIN, PASSWORD, REPO, USER, free_port, stop, wait_port
 
 from orchestrator.drivers.ipmi import IpmiLanPower

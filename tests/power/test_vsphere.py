@@ -118,7 +118,8 @@ def test_hypervisor_enters_maintenance_then_shutdown_is_not_faked(estate: tuple[
         assert "not supported by this endpoint" in str(err.value)
         steps = power.evidence("esx1")["steps"]
         assert isinstance(steps, list) and steps[0]["operation"] == "EnterMaintenanceMode_Task"
-        assert power.host_state("esx1") == {"power_state": "poweredOn", "maintenance": True}
+        assert power.host_state("esx1") == {"power_state": "poweredOn", "connection_state": "connected",
+                                            "maintenance": True}
         content = judge.RetrieveContent()
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
         host = next(h for h in view.view if h.name == "esx1")

@@ -214,4 +214,4 @@ def test_example_hospital_has_the_roles_a_hospital_needs() -> None:
     assert all(dep in kept for name in kept for dep in inv.hosts[name].depends_on)
     # references only: no credential carries anything but paths and variable names
     for cred in inv.credentials.values():
-        assert cred.key_file or cred.password_env
+        assert cred.key_file or cred.password_env or cred.password_file

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import write_lab_copy
 
 from orchestrator.inventory import load_inventory
 from orchestrator.lab import keys
@@ -143,7 +144,6 @@ def test_every_vm_gets_its_own_pinned_host_key_and_roots_authorized_key(env: dic
 
 def test_vagrantfile_follows_another_inventory(env: dict[str, str], tmp_path: Path) -> None:
     text = (REPO / "inventories" / "lab.yml").read_text().replace("10.99.21.51", "10.99.21.77")
-    other = tmp_path / "other.yml"
-    other.write_text(text)
+    other = write_lab_copy(tmp_path / "other.yml", text)
     vms = _ruby_machines({**env, "ORCHESTRATOR_LAB_INVENTORY": str(other)})
     assert "10.99.21.77" in {n["ip"] for n in vms["deu-ws2"]["networks"]}

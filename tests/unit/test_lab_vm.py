@@ -160,6 +160,19 @@ def test_vagrants_own_network_never_overlaps_the_lab(tmp_path: Path) -> None:
         vagrant.vagrant_dict(load_inventory(clash))
 
 
+def test_each_vm_has_a_fixed_domain_uuid_and_the_redfish_system_names_its_vm() -> None:
+    """The Vagrantfile forces each domain's UUID (``lv.uuid``), so the Redfish BMC of the VM tier
+    (sushy-emulator, which names systems by UUID) can be written in inventories/vm-lab.yml."""
+    inv = load_inventory(VM_INV)
+    uuids = {m["name"]: m["uuid"] for m in vagrant.vagrant_dict(inv)["machines"]}
+    assert len(set(uuids.values())) == len(uuids), "one UUID per VM"
+    assert uuids == {m: vagrant.domain_uuid(inv.site.name, m) for m in uuids}, "stable across builds"
+    on_redfish = {h.name: h.power_target.system for h in inv.hosts.values()
+                  if h.power_target is not None and h.power_target.system is not None}
+    assert on_redfish == {"vm-ad1": uuids["vm-ad1"]}
+    assert 'lv.uuid = machine["uuid"]' in (REPO / "vagrant" / "Vagrantfile").read_text()
+
+
 # --------------------------------------------------------------------------------------------
 # /dev/kvm: every state the device can be found in (a temp file stands for it; chown is faked)
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ Fixtures:
   pinned keys (paramiko, RejectPolicy).
 - ``vm_ssh``: a ``PinnedSsh`` (``client(address)``, ``run_at(address, machine, command)``,
   ``wait(address)``) for machines addressed directly, e.g. while one is powered off and on.
+- ``vm_bmcs_up``: the BMCs inventories/vm-lab.yml names (session): sushy-emulator (Redfish, libvirt driver)
+  and virtualbmc (IPMI) in front of two of the lab's VMs, on 127.0.0.1, stopped by PID
+  (tests/vagrant/vm_bmcs.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import VM_LAB_YML, orch
 from pinned_ssh import PinnedSsh, RemoteResult
+from vm_bmcs import VmBmcs, vm_bmcs
 
 from orchestrator.inventory import load_inventory
 from orchestrator.lab import LabStatus, MachineStatus, SshLogin, vm
@@ -90,3 +94,11 @@ def vm_lab(vm_inventory: Inventory) -> Iterator[LabStatus]:
 @pytest.fixture
 def vm_run(vm_lab: LabStatus) -> Callable[..., VmResult]:
     return VM_SSH.runner({m.name: m.management_address for m in vm_lab.machines})
+
+
+@pytest.fixture(scope="session")
+def vm_bmcs_up(vm_lab: LabStatus, vm_inventory: Inventory,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmBmcs]:
+    """The lab's Redfish and IPMI BMCs, up while the lab is (stopped before it goes down)."""
+    with vm_bmcs(vm_inventory, tmp_path_factory.mktemp("vm-bmcs")) as bmcs:
+        yield bmcs

@@ -4,6 +4,13 @@ contain (segments isolated, vendor cut, management working), shutdown (libvirt s
 gone), a staged restore that keeps the tampered VM off and isolated (exit 1) while everything else
 comes back clean, and the power driver's halt and power on.
 
+Two hosts are powered through BMCs, as physical servers are (tests/vagrant/vm_bmcs.py): vm-ad1
+through Redfish (sushy-emulator, libvirt driver) and vm-db1 through IPMI (virtualbmc). At shutdown
+both hang: their in-guest power off never finishes (poweroff.target masked for this boot) and they
+ignore the ACPI power button (logind HandlePowerKey=ignore), so the product escalates each to its
+BMC, graceful (GracefulShutdown, chassis soft) and then hard (ForceOff, chassis off), and restore
+powers them on through the BMC. Every state is libvirt's own (`virsh domstate`), never the product's.
+
 The tests of this module run in order and share one state directory and one boot of the lab: they
 tell one incident. Software emulation is slow, so every step is one the story needs.
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +30,11 @@ import cli_helpers
 import paramiko
 import pytest
 from cli_helpers import VM_LAB_YML, last_run_id, records
+from vm_bmcs import IPMI, REDFISH, VmBmcs
 
 from orchestrator.drivers.power import VagrantPower
 from orchestrator.lab import LabStatus, vm
-from orchestrator.lab.vagrant import domain_name
+from orchestrator.lab.vagrant import domain_name, domain_uuid
 from orchestrator.model import Inventory
 
 INV = VM_LAB_YML
@@ -58,6 +67,40 @@ def libvirt_state(machine: str) -> str:
     out = subprocess.run(["virsh", "-c", "qemu:///system", "domstate", domain_name(machine)],
                          capture_output=True, text=True, check=True)
     return out.stdout.strip()
+
+
+class DomstateWatch:
+    """Polls ``virsh domstate`` of some VMs in the background; ``went_off[machine]`` is the
+    ``time.monotonic()`` (system-wide: comparable with the journal's ``mono``) it first said shut off."""
+
+    def __init__(self, machines: list[str]) -> None:
+        self.went_off: dict[str, float] = {}
+        self._machines = machines
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for m in self._machines:
+                if m not in self.went_off and libvirt_state(m) == "shut off":
+                    self.went_off[m] = time.monotonic()
+            time.sleep(0.05)
+
+    def __enter__(self) -> DomstateWatch:
+        assert all(libvirt_state(m) == "running" for m in self._machines)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+# Makes a VM hang at shutdown, for this boot only (/run): its own power off never finishes and it ignores
+# the ACPI power button, as a server whose OS hangs in its shutdown does.
+HANG = ("systemctl mask --runtime --quiet poweroff.target && install -d /run/systemd/logind.conf.d && "
+        "printf '[Login]\\nHandlePowerKey=ignore\\n' > /run/systemd/logind.conf.d/90-hang.conf && "
+        "systemctl restart systemd-logind")
 
 
 def ssh_port_open(address: str) -> bool:
@@ -108,6 +151,39 @@ def test_status_has_the_lab_contract_and_pinned_keys_log_in(
     bogus.close()
 
 
+def test_the_bmcs_front_their_vms_and_power_status_reads_them(
+    vm_bmcs_up: VmBmcs, vm_inventory: Inventory
+) -> None:
+    """The Redfish system of the inventory is the VM's libvirt domain (fixed UUID), and `power status`
+    (read-only) reads both BMCs over their real protocols: running, matching the hosts' own probes."""
+    target = vm_inventory.hosts[vm_bmcs_up.redfish_host].power_target
+    assert target is not None and target.system == domain_uuid(vm_inventory.site.name, vm_bmcs_up.redfish_host)
+    out = subprocess.run(["virsh", "-c", "qemu:///system", "domuuid", domain_name(vm_bmcs_up.redfish_host)],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == target.system
+    res = orch(None, "power", "status", INV, "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert {c["name"]: c["ok"] for c in doc["controllers"]} == {REDFISH: True, IPMI: True}
+    hosts = {h["name"]: h for h in doc["hosts"]}
+    assert set(hosts) == {vm_bmcs_up.redfish_host, vm_bmcs_up.ipmi_host}
+    for name, h in hosts.items():
+        assert (h["state"], h["probe"], h["mismatch"], h["error"]) == ("on", "answers", False, None), (name, h)
+    assert password_never_leaked(vm_bmcs_up, res.stdout + res.stderr)
+    # both BMCs listen on loopback only, and are the processes the fixture started
+    for name, c in ((REDFISH, vm_bmcs_up.redfish), (IPMI, vm_bmcs_up.ipmi)):
+        assert Path(f"/proc/{vm_bmcs_up.pids[name]}").exists(), name
+        sockets = subprocess.run(["ss", "-H", "-ln", "-tu", f"sport = :{c.effective_port}"], capture_output=True,
+                                 text=True, check=True).stdout.split("\n")
+        local = {line.split()[4] for line in sockets if line.strip()}
+        assert local == {f"127.0.0.1:{c.effective_port}"}, (name, local)
+
+
+def password_never_leaked(bmcs: VmBmcs, text: str) -> bool:
+    assert bmcs.redfish.password_file is not None
+    return Path(bmcs.redfish.password_file).read_text().strip() not in text
+
+
 def newest_baseline(state_dir: Path, host: str) -> Path:
     """The host's newest baseline: ``baselines/HOST/TAKEN.json`` (one per capture), else ``baselines/HOST.json``."""
     versions = sorted((state_dir / "baselines" / host).glob("*.json"), reverse=True)
@@ -151,12 +227,18 @@ def test_contain_only_isolates_the_segments_and_cuts_the_vendor_while_management
     assert orch(state_dir, "journal", "verify", last_run_id(state_dir)).returncode == 0
 
 
-def test_shutdown_powers_the_hosts_off_in_dependency_order(
-    state_dir: Path, vm_inventory: Inventory, vm_run: Run
+def test_shutdown_powers_the_hosts_off_in_dependency_order_escalating_hung_ones_to_their_bmcs(
+    state_dir: Path, vm_inventory: Inventory, vm_run: Run, vm_bmcs_up: VmBmcs
 ) -> None:
-    res = orch(state_dir, "shutdown", INV, "--yes")
+    hung = {vm_bmcs_up.redfish_host: REDFISH, vm_bmcs_up.ipmi_host: IPMI}
+    for name in hung:
+        vm_run(name, HANG)
+        assert vm_run(name, "systemctl is-enabled poweroff.target", check=False).stdout.strip() == "masked-runtime"
+    with DomstateWatch(sorted(hung)) as watch:
+        res = orch(state_dir, "shutdown", INV, "--yes")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "time to shutdown" in res.stdout
+    assert password_never_leaked(vm_bmcs_up, res.stdout + res.stderr)
     for name, host in vm_inventory.hosts.items():
         assert libvirt_state(name) == "shut off", name
         assert not ssh_port_open(str(host.management_address)), name
@@ -167,6 +249,30 @@ def test_shutdown_powers_the_hosts_off_in_dependency_order(
     assert order.index("vm-ws1") < order.index("vm-db1") < order.index("vm-ad1")
     status = {m.name: m for m in vm.vm_lab_status(vm_inventory).machines}
     assert all(status[h].state == "stopped" and status[h].pid is None for h in vm_inventory.hosts)
+    done = {r["step_id"]: r for r in recs if r["type"] == "step-finished"}
+    assert not done["stop-host:vm-ws1"]["escalated"], "a host that obeys its own power off is not escalated"
+    latency = {}
+    for name, controller in hung.items():
+        step = f"stop-host:{name}"
+        assert done[step]["status"] == "verified" and done[step]["escalated"], name
+        tried = [r["to"] for r in recs if r["type"] == "escalation" and r["step_id"] == step]
+        assert tried == ["out-of-band graceful power off", "out-of-band hard power off"], (name, tried)
+        said = done[step]["evidence"]["after"]["out_of_band"]
+        graceful = said["out-of-band graceful power off"]["last_operation"]
+        hard = said["out-of-band hard power off"]["last_operation"]
+        if controller == REDFISH:
+            assert (graceful["reset_type"], hard["reset_type"]) == ("GracefulShutdown", "ForceOff"), said
+        else:
+            assert (graceful["chassis_control"], hard["chassis_control"]) == ("soft", "off"), said
+        assert hard["power_state"] in ("Off", "off")
+        # judged by libvirt: the VM ignored the graceful request and went off only after the hard one
+        hard_sent = next(r["mono"] for r in recs if r["type"] == "escalation" and r["step_id"] == step
+                         and r["to"] == "out-of-band hard power off")
+        assert name in watch.went_off, name
+        latency[controller] = watch.went_off[name] - hard_sent
+        assert 0 < latency[controller] < 10, (name, latency)
+    print(f"\nVM tier power-off latency (hard request to `virsh domstate` shut off): "
+          f"Redfish ForceOff {latency[REDFISH]:.2f} s, IPMI chassis power off {latency[IPMI]:.2f} s")
 
 
 def test_staged_restore_keeps_the_tampered_vm_out_and_brings_the_rest_back_clean(
@@ -201,6 +307,10 @@ def test_staged_restore_keeps_the_tampered_vm_out_and_brings_the_rest_back_clean
     for name in ("vm-fw", "vendor-registration", "vm-ad1", "vm-db1"):
         assert libvirt_state(name) == "running", name
         assert vm_run(name, "true").rc == 0, name
+    # the BMCs' hosts were powered on through their BMCs
+    powered_on = {r["target"]: r["driver"] for r in recs if r["type"] == "command-sent"
+                  and r["commands"] == ["power on"]}
+    assert powered_on["vm-ad1"] == f"power.redfish:{REDFISH}" and powered_on["vm-db1"] == f"power.ipmi:{IPMI}"
     assert finished["reconnect-segment:vm-servers"] == "verified"
     assert pings(vm_run, "vm-db1", addr(inv, "vm-ad1"))
     assert pings(vm_run, "vendor-registration", addr(inv, "vm-ad1")), "the vendor link comes back last"
@@ -210,11 +320,12 @@ def test_staged_restore_keeps_the_tampered_vm_out_and_brings_the_rest_back_clean
 def test_the_vagrant_power_driver_halts_a_vm_with_its_power_button(
     state_dir: Path, vm_inventory: Inventory, vm_ssh: Any
 ) -> None:
-    """The restore above powered VMs on (start-host) and pulled the tampered one's plug (quarantine)
+    """The restore above powered the tampered VM on (start-host) and pulled its plug (quarantine)
     through this driver; what is left is the ACPI power button, on a VM that runs. (No boot: slow.)"""
     recs = records(state_dir, last_run_id(state_dir))
-    sent = {(r["driver"], r["target"]) for r in recs if r["type"] == "command-sent"}
-    assert {("power.vagrant", "vm-ad1"), ("power.vagrant", "vm-db1")} <= sent
+    powered_on = {(r["driver"], r["target"]) for r in recs if r["type"] == "command-sent"
+                  and r["commands"] == ["power on"]}
+    assert ("power.vagrant", TAMPERED) in powered_on
     power = VagrantPower()
     host = "vm-db1"
     address = str(vm_inventory.hosts[host].management_address)
