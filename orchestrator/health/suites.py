@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import storage
 from orchestrator.inventory.health import suite_label
 from orchestrator.masking import Masker
 from orchestrator.model import Host, Inventory
@@ -122,9 +123,9 @@ def run_host_suites(inventory: Inventory, host_name: str, options: SuiteOptions 
     with tempfile.TemporaryDirectory(prefix="orchestrator-health-") as tmp:  # 0700, removed after
         work = Path(tmp)
         target = work / "target.json"
-        _write_private(target, json.dumps(_target(inventory, host, options)))
+        storage.write_new(target, json.dumps(_target(inventory, host, options)))
         ini = work / "pytest.ini"
-        _write_private(ini, _INI)
+        storage.write_new(ini, _INI)
         for n, (suite, label) in enumerate(zip(host.health, labels, strict=True)):
             results = work / f"results-{n}.jsonl"
             tests += _run_suite(suite, label, ini, target, results, options, masker)
@@ -145,12 +146,6 @@ def _masker(inventory: Inventory) -> Masker:
     from orchestrator.runs import collect_secrets
 
     return Masker(collect_secrets(inventory))
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def _target(inventory: Inventory, host: Host, options: SuiteOptions) -> dict[str, Any]:

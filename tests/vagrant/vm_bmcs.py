@@ -28,6 +28,7 @@ from typing import Any
 
 from emulator_procs import stop, wait_port
 
+from orchestrator import storage
 from orchestrator.drivers.power_controllers import PowerController, controller_from_inventory
 from orchestrator.lab import vm
 from orchestrator.lab.vagrant import domain_name
@@ -67,11 +68,8 @@ def _port_free(port: int, kind: socket.SocketKind) -> None:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    path.chmod(0o600)
+    storage.private_mkdir(path.parent)
+    storage.atomic_write(path, data)  # 0600
 
 
 def _tls(ca_file: Path, directory: Path) -> tuple[Path, Path]:
