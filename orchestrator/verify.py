@@ -114,26 +114,25 @@ class Probes:
     def _outside_off(self, host: Host, state: str | None) -> Verification:
         """A host never reached over SSH is off when its power controller says off and its ``own_ports``
         are silent."""
-        evidence: dict[str, Any] = {"power": state if state is not None else "no power driver",
-                                    **self._power_evidence(host)}
-        if state != "stopped":
-            evidence["ports"] = "not probed (power not known off)"
-            return Verification(False, "host-off", evidence)
-        ports = self.own_ports(host)
-        evidence["ports"] = ports
-        return Verification("answers" not in ports.values(), "host-off", evidence)
+        return self._outside(host, state, "stopped")
 
     def windows_up(self, host: Host) -> Verification:
         """A windows host is up when its power controller says on and one of RDP, WinRM, SMB answers."""
-        state = self.power_state(host)
+        return self._outside(host, self.power_state(host), "running")
+
+    def _outside(self, host: Host, state: str | None, want: str) -> Verification:
+        """Judge a host never reached over SSH from outside: its controller must say ``want``
+        (stopped / running), then its ``own_ports`` must be silent (off) or one must answer (up)."""
+        check = "host-off" if want == "stopped" else "host-up"
         evidence: dict[str, Any] = {"power": state if state is not None else "no power driver",
                                     **self._power_evidence(host)}
-        if state != "running":
-            evidence["ports"] = "not probed (power not known on)"
-            return Verification(False, "host-up", evidence)
+        if state != want:
+            evidence["ports"] = f"not probed (power not known {'off' if want == 'stopped' else 'on'})"
+            return Verification(False, check, evidence)
         ports = self.own_ports(host)
         evidence["ports"] = ports
-        return Verification("answers" in ports.values(), "host-up", evidence)
+        answering = "answers" in ports.values()
+        return Verification(answering if want == "running" else not answering, check, evidence)
 
     def wait_windows_up(self, host: Host, timeout_s: float) -> Verification:
         last: list[Verification] = []
