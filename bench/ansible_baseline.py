@@ -19,7 +19,7 @@ From "go" to "verified":
 3. each stop wave of the shutdown plan: `ansible-playbook -i HOSTS playbooks/stop-host.yml --limit
    h1,h2,...` (HOSTS from `orchestrator inventory ansible INVENTORY`), then the floor's verification
    (SSH closed and the lab power driver says stopped) before the next wave. The power-off timer is
-   set to POWEROFF_DELAY_S (5 s, not the playbook's 1 s: see there why).
+   set to POWEROFF_DELAY_S (5 s, not the playbook's 200 ms: see there why).
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from orchestrator.planner import build_plan
 
 REPO = Path(__file__).resolve().parents[1]
 PLAYBOOKS = REPO / "playbooks"
-# With Ansible's defaults (no pipelining, no ServerAliveInterval) the playbook's default 1 s power-off
-# timer can fire before Ansible has read the task's result or removed its temporary directory: the
-# SSH session then hangs on a machine that is gone (seen: a wave stuck for over 10 minutes). A user
-# of the fallback learns to give it time; 5 s is what the baseline uses.
+# With Ansible's defaults (no pipelining, no ServerAliveInterval) a short power-off timer (the
+# playbook's default is 200 ms; this was seen with 1 s) can fire before Ansible has read the task's
+# result: the SSH session then hangs on a machine that is gone (seen: a wave stuck for over 10
+# minutes). A user of the fallback learns to give it time; 5 s is what the baseline uses.
 POWEROFF_DELAY_S = 5
 
 
@@ -168,7 +168,7 @@ def run_ansible_baseline(inventory: Inventory, inventory_path: Path, workdir: Pa
             t0 = time.monotonic()
             ansible([str(bin_dir / "ansible-playbook"), "-i", str(hosts_file), str(PLAYBOOKS / "stop-host.yml"),
                      "--limit", ",".join(h.name for h in hosts),
-                     "-e", f"stop_host_poweroff_delay_s={poweroff_delay_s}"])
+                     "-e", f"stop_host_poweroff_delay_ms={poweroff_delay_s * 1000}"])
             t1 = time.monotonic()
             result.failures += [f"{n}: still on after {stop_timeout_s:.0f} s"
                                 for n in verifier.wait_off(hosts, stop_timeout_s)]

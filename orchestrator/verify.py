@@ -145,7 +145,10 @@ class Probes:
         wait_until(check, timeout_s, driver.poll_interval_s if driver is not None else 0.5)
         return last[0]
 
-    def wait_host_off(self, host: Host, timeout_s: float) -> Verification:
+    def wait_host_off(self, host: Host, timeout_s: float, *,
+                      keep_waiting: Callable[[], bool] | None = None) -> Verification:
+        """Off within ``timeout_s``; or, with ``keep_waiting``, for as long as it says so (asked at
+        each poll: the caller's deadline may move while the host goes down)."""
         last: list[Verification] = []
 
         def check() -> bool:
@@ -153,7 +156,12 @@ class Probes:
             return last[0].passed
 
         driver = self.power(host)  # asked at its own pace; SSH only once it says off
-        wait_until(check, timeout_s, driver.poll_interval_s if driver is not None else 0.1)
+        interval = driver.poll_interval_s if driver is not None else 0.1
+        if keep_waiting is None:
+            wait_until(check, timeout_s, interval)
+        else:
+            while not check() and keep_waiting():
+                time.sleep(interval)
         return last[0]
 
     def host_up(self, host: Host) -> Verification:

@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,7 +57,14 @@ from orchestrator.drivers.base import (
 )
 from orchestrator.drivers.controller_power import target_on_controller
 from orchestrator.drivers.power_controllers import GracefulRefusedError, PowerController
-from orchestrator.errors import AuthFailedError, DriverError, SafetyInterlock, UnknownDriverError, UnreachableError
+from orchestrator.errors import (
+    AuthFailedError,
+    DriverError,
+    SafetyInterlock,
+    UnknownDriverError,
+    UnreachableError,
+    UsageError,
+)
 from orchestrator.integrity import Difference, IntegrityResult
 from orchestrator.model import Action, Credential, Inventory
 
@@ -121,6 +129,7 @@ class FakeCampus:
         self.integrity_findings: dict[str, tuple[Difference, ...]] = {}
         self.no_baseline: set[str] = set()  # hosts that have no baseline at all (what attest --claim clean covers)
         self.on_stop_hosts: Callable[[Sequence[str]], None] | None = None  # called as a stop playbook starts
+        self.arm_stops = True  # False: arming fails, every batch gets a stop playbook of its own
         self.on_apply: Callable[[str, str, str], None] | None = None
         self.clock = VirtualClock()
         self.controller_password = "fake-Controller-pw"  # what every fake controller accepts
@@ -441,11 +450,28 @@ class FakeAnsibleDriver:
 
     def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120,
                    on_power_off: PowerOffCallback | None = None) -> PlaybookRun:
+        self._refuse_kept(hosts)
+        outcomes = self.stop_now(hosts, on_power_off)
+        return PlaybookRun("stop-host.yml", 4 if outcomes else 0, "failed", outcomes, 0.01,
+                           str(self.work_dir / "artifacts"))
+
+    def arm_stops(self, hosts: Sequence[str], *, wait_s: float,
+                  on_power_off: PowerOffCallback | None = None) -> FakeArmedStops:
+        self._refuse_kept(hosts)
+        self.campus.record("arm_stops", tuple(hosts))
+        if not self.campus.arm_stops:
+            raise DriverError("the fake campus arms no stops (campus.arm_stops is off)", target="stop-host.yml")
+        return FakeArmedStops(self, hosts, on_power_off)
+
+    def _refuse_kept(self, hosts: Sequence[str]) -> None:
         kept = self.inventory.keep_reasons()
         refused = [h for h in hosts if h in kept]
         if refused:
             raise SafetyInterlock("refusing to power off host(s) that must keep running: " + ", ".join(refused),
                                   target=",".join(refused))
+
+    def stop_now(self, hosts: Sequence[str], on_power_off: PowerOffCallback | None) -> dict[str, HostOutcome]:
+        """What the stop playbook does to ``hosts`` on the fake campus, each host's power-off reported."""
         if self.campus.on_stop_hosts is not None:
             self.campus.on_stop_hosts(hosts)
         outcomes: dict[str, HostOutcome] = {}
@@ -463,12 +489,70 @@ class FakeAnsibleDriver:
         for name, outcome in outcomes.items():  # as the real driver: each host's power-off as it arrives
             if on_power_off is not None:
                 on_power_off(PowerOffReport(name, outcome.status, outcome.message))
-        return PlaybookRun("stop-host.yml", 4 if outcomes else 0, "failed", outcomes, 0.01,
-                           str(self.work_dir / "artifacts"))
+        return outcomes
 
     def check_health(self, hosts: Sequence[str], expected_ports: Mapping[str, Sequence[int]],
                      timeout_s: float = 60) -> PlaybookRun:
         raise DriverError("the fake campus runs no health playbook", target="check-health.yml")
+
+
+class FakeArmedStops:
+    """The fake campus's armed stop run: a released host is stopped at once (``stop_now``), a host
+    stood down is left alone; the run ends once every host is decided (or at ``close``)."""
+
+    def __init__(self, driver: FakeAnsibleDriver, hosts: Sequence[str], on_power_off: PowerOffCallback | None) -> None:
+        self.driver = driver
+        self.hosts = frozenset(hosts)
+        self.on_power_off = on_power_off
+        self.outcomes: dict[str, HostOutcome] = {}
+        self.future: Future[PlaybookRun] = Future()
+        self._lock = threading.Lock()
+        self._stopping = 0  # releases whose stops have not reported yet
+
+    def running(self) -> bool:
+        return not self.future.done()
+
+    def release(self, hosts: Sequence[str]) -> None:
+        """Returns at once, as the real one: the hosts' stops (and their power-off reports) follow."""
+        with self._lock:
+            again = [h for h in hosts if h in self.outcomes or h not in self.hosts]
+            if again:
+                raise UsageError(f"cannot release {', '.join(again)}", target="stop-host.yml")
+            self.outcomes.update({h: HostOutcome(h, "skipped", "released") for h in hosts})
+        self.driver.campus.record("release", tuple(hosts))
+
+        def stop() -> None:
+            outcomes = self.driver.stop_now(hosts, self.on_power_off)
+            with self._lock:
+                self.outcomes.update(outcomes)
+                self._stopping -= 1
+            self._end_when_decided()
+
+        with self._lock:
+            self._stopping += 1
+        threading.Thread(target=stop, name="fake-armed-release").start()
+
+    def stand_down(self, hosts: Sequence[str]) -> None:
+        with self._lock:
+            for host in hosts:
+                if host in self.hosts and host not in self.outcomes:
+                    self.outcomes[host] = HostOutcome(host, "skipped", "stood down: nothing was sent")
+        self._end_when_decided()
+
+    def add_done_callback(self, callback: Callable[[Future[PlaybookRun]], None]) -> None:
+        self.future.add_done_callback(callback)
+
+    def close(self) -> None:
+        self.stand_down(sorted(self.hosts))
+        self.future.result(timeout=60)
+
+    def _end_when_decided(self) -> None:
+        with self._lock:
+            if set(self.outcomes) != self.hosts or self._stopping or self.future.done():
+                return
+            run = PlaybookRun("stop-host.yml", 2, "failed", dict(self.outcomes), 0.01,
+                              str(self.driver.work_dir / "artifacts"))
+        self.future.set_result(run)
 
 
 class FakeLabPower:

@@ -36,7 +36,9 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,7 +50,7 @@ from orchestrator.drivers.base import PowerOffCallback, PowerOffReport
 from orchestrator.drivers.ssh_masters import SshMasters, private_dir
 from orchestrator.errors import DriverError, SafetyInterlock, UsageError
 from orchestrator.model import Inventory
-from orchestrator.storage import atomic_write
+from orchestrator.storage import atomic_write, private_mkdir, write_new
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -206,7 +208,8 @@ def _trace_events(events: Iterable[Mapping[str, Any]], mask: Masker) -> tuple[di
 
 def stop_host_report(stdout: str) -> dict[str, Any]:
     """The lines stop-host.yml's power-off task prints (``stopped NAME``, ``failed NAME``,
-    ``poweroff scheduled in N s``) as the host's report, in the order the services were stopped."""
+    ``poweroff scheduled in N ms``, or ``N s`` from older playbooks) as the host's report, in the
+    order the services were stopped."""
     report: dict[str, Any] = {"services_stopped": [], "services_failed": [], "poweroff_in_s": None}
     for line in stdout.splitlines():
         word, _, rest = line.strip().partition(" ")
@@ -215,8 +218,10 @@ def stop_host_report(stdout: str) -> dict[str, Any]:
         elif word == "failed" and rest:
             report["services_failed"].append(rest)
         elif word == "poweroff" and rest.startswith("scheduled in "):
-            seconds = rest.removeprefix("scheduled in ").removesuffix(" s")
-            report["poweroff_in_s"] = int(seconds) if seconds.isdigit() else seconds
+            delay = rest.removeprefix("scheduled in ")
+            number, _, unit = delay.partition(" ")
+            scale = {"ms": 0.001, "s": 1}.get(unit)
+            report["poweroff_in_s"] = int(number) * scale if number.isdigit() and scale else delay
     return report
 
 
@@ -341,6 +346,63 @@ class _RunnerEvents:
         return True
 
 
+class AnsibleArmedStops:
+    """stop-host.yml started ahead for many hosts (``AnsibleDriver.arm_stops``): each host's command
+    waits on the controller (the playbook's ``raw_when_released``) until its release file appears
+    in ``release_dir``: ``stop`` sends it, ``skip`` ends the host's play without sending anything.
+    Each host is decided once: released, or stood down."""
+
+    def __init__(self, hosts: Sequence[str], release_dir: Path, masters: SshMasters | None) -> None:
+        for host in hosts:
+            if Path(host).name != host or host in (".", ".."):
+                raise UsageError(f"{host!r} cannot name a release file", target=STOP_HOST_PLAYBOOK,
+                                 hint="host names are plain names (validate refuses others)")
+        self.hosts = frozenset(hosts)
+        self.release_dir = release_dir
+        self._masters = masters
+        self._decided: set[str] = set()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="armed-stops")
+        self._future: Future[PlaybookRun] | None = None
+
+    def start(self, run: Callable[[], PlaybookRun]) -> None:
+        self._future = self._pool.submit(run)
+
+    def running(self) -> bool:
+        return self._future is not None and not self._future.done()
+
+    def release(self, hosts: Sequence[str]) -> None:
+        with self._lock:
+            unknown = [h for h in hosts if h not in self.hosts]
+            again = [h for h in hosts if h in self._decided]
+            if unknown or again:
+                raise UsageError(f"cannot release {', '.join(unknown + again)}: "
+                                 + ("not armed" if unknown else "already released or stood down"),
+                                 target=STOP_HOST_PLAYBOOK, hint="release each armed host once")
+            self._decided.update(hosts)
+        if self._masters is not None:
+            self._masters.give_up_on(hosts)
+        for host in hosts:
+            write_new(self.release_dir / host, "stop\n")
+
+    def stand_down(self, hosts: Sequence[str]) -> None:
+        with self._lock:
+            todo = [h for h in dict.fromkeys(hosts) if h in self.hosts and h not in self._decided]
+            self._decided.update(todo)
+        for host in todo:
+            with contextlib.suppress(OSError):  # the run may be gone with its directory: nothing to tell
+                write_new(self.release_dir / host, "skip\n")
+
+    def add_done_callback(self, callback: Callable[[Future[PlaybookRun]], None]) -> None:
+        if self._future is None:
+            raise UsageError("the armed run was never started", target=STOP_HOST_PLAYBOOK)
+        self._future.add_done_callback(callback)
+
+    def close(self) -> None:
+        self.stand_down(sorted(self.hosts))
+        self._pool.shutdown(wait=True)
+
+
 class AnsibleDriver:
     """Runs the host playbooks for a wave of hosts in one ``ansible-playbook`` process."""
 
@@ -383,6 +445,7 @@ class AnsibleDriver:
         host_vars: Mapping[str, Mapping[str, Any]] | None = None,
         on_result: Callable[[Mapping[str, Any]], None] | None = None,
         control_dir: Path | None = None,
+        forks: int | None = None,
     ) -> PlaybookRun:
         """Run ``playbook`` (a name in ``playbooks/`` or a path) against ``hosts``, at most ``timeout_s``.
 
@@ -390,6 +453,7 @@ class AnsibleDriver:
         masked message), so a caller can start verifying a host before the whole play ends.
         ``control_dir`` points SSH at connections already open there (``open_connections``);
         without it the run gets a control directory of its own, removed when it ends.
+        ``forks``: this run's own bound (an armed stop run needs one worker per host), else the driver's.
         """
         if timeout_s <= 0:
             raise UsageError(f"timeout must be positive, not {timeout_s}", target=playbook, hint="pass seconds > 0")
@@ -418,7 +482,7 @@ class AnsibleDriver:
                 artifact_dir=str(artifact_root),
                 ident=ident,
                 limit=",".join(hosts),
-                forks=min(self.forks, len(hosts)),
+                forks=min(forks or self.forks, len(hosts)),
                 extravars=mark_unsafe(dict(extravars or {})),  # text, never templated
                 envvars=self.envvars(timeout_s, control_dir),
                 settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
@@ -481,6 +545,42 @@ class AnsibleDriver:
         message saying so; whether it is really off is for verification to judge.
         Refuses (SafetyInterlock) to touch a host that must keep running.
         """
+        self._refuse_kept(hosts)
+        masters = self._masters
+        if masters is not None:
+            masters.give_up_on(hosts)
+        on_result = None if on_power_off is None else _power_off_reporter(on_power_off)
+        return self.run_playbook(STOP_HOST_PLAYBOOK, hosts, timeout_s=timeout_s, on_result=on_result,
+                                 control_dir=masters.control_dir if masters is not None else None)
+
+    def arm_stops(self, hosts: Sequence[str], *, wait_s: float,
+                  on_power_off: PowerOffCallback | None = None) -> AnsibleArmedStops:
+        """Start stop-host.yml now for every host of a shutdown, each host's command held on the
+        controller until it is released (``AnsibleArmedStops.release``): one ``ansible-playbook``
+        start for the whole shutdown instead of one per batch of hosts ready together.
+
+        Nothing reaches a host before its release: its task waits for a file in a private directory
+        (``raw_when_released``), and a host not released within ``wait_s`` fails without anything
+        sent. One worker per host (a worker waits for one host), on connections opened ahead
+        (``open_connections``) where there are some. Refuses (SafetyInterlock) a kept host.
+        """
+        self._refuse_kept(hosts)
+        if wait_s <= 0:
+            raise UsageError(f"wait must be positive, not {wait_s}", target=STOP_HOST_PLAYBOOK, hint="pass seconds > 0")
+        names = list(dict.fromkeys(hosts))
+        release_dir = self.work_dir / f"release-{uuid.uuid4().hex[:8]}"
+        private_mkdir(release_dir)
+        armed = AnsibleArmedStops(names, release_dir, self._masters)
+        masters = self._masters
+        on_result = None if on_power_off is None else _power_off_reporter(on_power_off)
+        armed.start(partial(
+            self.run_playbook, STOP_HOST_PLAYBOOK, names,
+            extravars={"stop_host_release_dir": str(release_dir), "stop_host_release_wait_s": int(wait_s)},
+            timeout_s=wait_s + 120, on_result=on_result, forks=len(names),
+            control_dir=masters.control_dir if masters is not None else None))
+        return armed
+
+    def _refuse_kept(self, hosts: Sequence[str]) -> None:
         kept = self.inventory.keep_reasons()
         refused = [h for h in hosts if h in kept]
         if refused:
@@ -490,12 +590,6 @@ class AnsibleDriver:
                 target=",".join(refused),
                 hint="remove them from the wave; kept hosts are isolated, never powered off",
             )
-        masters = self._masters
-        if masters is not None:
-            masters.give_up_on(hosts)
-        on_result = None if on_power_off is None else _power_off_reporter(on_power_off)
-        return self.run_playbook(STOP_HOST_PLAYBOOK, hosts, timeout_s=timeout_s, on_result=on_result,
-                                 control_dir=masters.control_dir if masters is not None else None)
 
     def open_connections(self, hosts: Sequence[str]) -> None:
         """Open SSH connections to ``hosts`` now, in the background, for their ``stop_hosts`` later.

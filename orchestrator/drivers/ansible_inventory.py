@@ -178,6 +178,8 @@ def refused_var(key: str) -> str | None:
                "management_address are the only source of those"
     if key in RESERVED_VARS or key.startswith("orchestrator_"):
         return "the export sets this variable itself"
+    if key.lower().startswith("stop_host_release_"):
+        return "the orchestrator sets it to release each host's stop; it would hold stop-host.yml waiting"
     return None
 
 

@@ -9,7 +9,8 @@ the end of ``orchestrator/drivers/__init__.py``) and the test fakes too (``tests
 * ``DeviceDriver``: network devices: back up, change (``model.Action``, never a free string) and
   read back (``drivers.netmiko.NetmikoDriver``).
 * ``HostStopper``: stop a wave of hosts from inside, reporting each host's power-off as soon as
-  it is known (``drivers.ansible.AnsibleDriver``).
+  it is known (``drivers.ansible.AnsibleDriver``); or arm the stops of a whole shutdown ahead and
+  release each host when it may go (``ArmedStops``).
 * ``PowerDriver``: out-of-band power on, graceful or hard off, state, and what the last operation
   saw (``evidence``): the lab's containers and VMs (``drivers.power``), and a host's view onto its
   power controller (``drivers.controller_power.HostOnController``). A host with ``power: manual``
@@ -24,6 +25,7 @@ The values the interfaces return live here too, so the interface costs no driver
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -175,7 +177,41 @@ class HostStopper(Protocol):
         Refuses (``SafetyInterlock``) a host that must keep running."""
         ...
 
+    def arm_stops(self, hosts: Sequence[str], *, wait_s: float,
+                  on_power_off: PowerOffCallback | None = None) -> ArmedStops:
+        """Start the stop of ``hosts`` ahead of time, sending nothing to any of them until each is
+        released (``ArmedStops.release``); a host not released within ``wait_s`` is never stopped.
+        Refuses (``SafetyInterlock``) a host that must keep running."""
+        ...
+
     def close(self) -> None: ...
+
+
+class ArmedStops(Protocol):
+    """A stop started ahead for ``hosts`` (``HostStopper.arm_stops``): nothing reaches a host until
+    it is released, and a host stood down (or never released) is never stopped by it."""
+
+    hosts: frozenset[str]
+
+    def running(self) -> bool:
+        """Still able to stop a host when released (its run has not ended)."""
+        ...
+
+    def release(self, hosts: Sequence[str]) -> None:
+        """Stop these hosts now (each at most once; a host not armed is refused: ``UsageError``)."""
+        ...
+
+    def stand_down(self, hosts: Sequence[str]) -> None:
+        """These hosts are not to be stopped by this run: it ends for them without sending anything."""
+        ...
+
+    def add_done_callback(self, callback: Callable[[Future[PlaybookRun]], None]) -> None:
+        """``callback`` gets the run's future once it has ended (each host's outcome, or why it failed)."""
+        ...
+
+    def close(self) -> None:
+        """Stand down every host not released, then wait for the run to end. Idempotent."""
+        ...
 
 
 class PowerDriver(Protocol):

@@ -246,6 +246,11 @@ class NetmikoDriver:
 
     # -- public API ---------------------------------------------------------------------------
 
+    @staticmethod
+    def load_library() -> None:
+        """Import netmiko (``open_session`` imports it lazily; see ``drivers.load_device_library``)."""
+        import netmiko  # noqa: F401
+
     def backup_config(self, device: str) -> str:
         """The device's configuration as text (what ``backup-config`` reads), for the executor to store."""
         dev = self._device(device)

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import drivers as registry
 from orchestrator.config import Settings
@@ -19,6 +19,9 @@ from orchestrator.drivers.controller_power import ControllerSessions
 from orchestrator.executor.recorder import Recorder
 from orchestrator.model import Credential, Host, Inventory, Plan, Step, StepResult, StepStatus, Verification
 from orchestrator.verify import Probes
+
+if TYPE_CHECKING:
+    from orchestrator.executor.armed import ArmedStopRun
 
 
 class ApprovalPolicy(StrEnum):
@@ -272,6 +275,9 @@ class RunContext:
     device_sent: dict[str, threading.Event] = field(default_factory=dict)
     background: list[ThreadPoolExecutor] = field(default_factory=list)  # stop playbooks still ending
     stop_connections_opened: bool = False
+    armed_stops: ArmedStopRun | None = None  # the shutdown's stops, started ahead, released host by host
+    # Each host's "before" probe for its stop (off already? SSH answering?), taken ahead in the background.
+    stop_before: dict[str, Future[tuple[Verification, bool]]] = field(default_factory=dict)
     # Notified after each step's result is journaled: what dispatches steps as they become ready
     # (``schedule.run_when_ready``) waits on it.
     progress: threading.Condition = field(default_factory=threading.Condition)

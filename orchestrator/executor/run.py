@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, assert_never
 
+from orchestrator import drivers as registry
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.executor import containment, final, restore, schedule, stopping
@@ -40,6 +41,10 @@ class Executor:
                  recorder: Recorder, options: RunOptions, stop_event: threading.Event | None = None,
                  resume: ResumeState | None = None) -> None:
         resume = resume or ResumeState()
+        if not options.dry_run and any(s.device or s.action is Action.BACKUP_CONFIG for s in plan.steps()):
+            # Code loading is the process's setup, not the incident's timeline: done before the clock
+            # starts (as a floor's imports are), not inside the first containment wave.
+            registry.load_device_library()
         drivers = Drivers(inventory, run_dir, options.forks, self._ansible_event)
         if plan.mode is Mode.RESTORE:  # what comes back after an incident is presumed compromised
             drivers.suspect_hosts = frozenset(inventory.hosts)
@@ -87,6 +92,8 @@ class Executor:
         finally:
             if preflight is not None:
                 preflight.shutdown(wait=True, cancel_futures=True)
+            if ctx.armed_stops is not None:
+                ctx.armed_stops.stops.close()  # stands down whatever was not released, waits for the run
             for background in ctx.background:
                 background.shutdown(wait=True)
             ctx.drivers.close()

@@ -1,63 +1,25 @@
 """Stopping hosts, dependency-driven: a host's stop starts once every host that depends on it is
-verified off; one stop playbook per batch of hosts ready together, each host verified off on its own
-from the moment its power-off is reported, and escalated out of band (graceful, then hard) when it
-does not go down."""
+verified off. The stop run is armed ahead for every host (``executor.armed``: one playbook start for
+the whole shutdown, each host released when ready); hosts it does not cover get one stop playbook per
+batch ready together. Each host is verified off on its own from the moment its power-off is
+reported, and escalated out of band (graceful, then hard) when it does not go down."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from orchestrator.drivers.base import PlaybookRun, PowerOffReport
-from orchestrator.errors import DriverError, OrchestratorError, SafetyInterlock
+from orchestrator.drivers.base import PowerOffReport
+from orchestrator.errors import DriverError, OrchestratorError
 from orchestrator.executor import schedule
+from orchestrator.executor.armed import ARMED_STOPS_MAX, ArmedStopRun, PlaybookProgress
 from orchestrator.executor.context import RunContext
 from orchestrator.model import Action, Host, HostOs, Step, StepResult, StepStatus, Verification, Wave
 
 Before = tuple[Verification, bool]  # a host's off-probe before the wave, and whether SSH answered
-
-
-class PlaybookProgress:
-    """Per host, the stop playbook's verdict as soon as it is known: its power-off result (reported
-    by the host stopper), or else the whole run's outcome for that host once the run has ended."""
-
-    def __init__(self, hosts: Iterable[str]) -> None:
-        self._verdicts: dict[str, dict[str, Any]] = {}
-        self._ready = {h: threading.Event() for h in hosts}
-        self._lock = threading.Lock()
-
-    def on_power_off(self, report: PowerOffReport) -> None:
-        if report.host in self._ready:
-            self._settle(report.host, {"status": report.status, "message": report.message})
-
-    def on_done(self, future: Future[PlaybookRun]) -> None:
-        try:
-            run = future.result()
-            verdicts = {h: {"status": o.status, "message": o.message} for h, o in run.hosts.items()}
-        except Exception as exc:  # noqa: BLE001 - the run itself failed: every host carries why
-            text = f"{exc.code}: {exc}" if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
-            # A refusal (a host that must keep running) is never overridden by an out-of-band power off.
-            status = "refused" if isinstance(exc, SafetyInterlock) else "error"
-            verdicts = {h: {"status": status, "message": text} for h in self._ready}
-        for host in self._ready:
-            self._settle(host, verdicts.get(host, {"status": "error", "message": "no result from the playbook"}))
-
-    def _settle(self, host: str, verdict: dict[str, Any]) -> None:
-        with self._lock:
-            if self._ready[host].is_set():
-                return
-            self._verdicts[host] = verdict
-            self._ready[host].set()
-
-    def wait(self, host: str) -> dict[str, Any]:
-        self._ready[host].wait()
-        with self._lock:
-            return dict(self._verdicts[host])
 
 
 def open_stop_connections(ctx: RunContext, wave: Wave) -> None:
@@ -75,6 +37,56 @@ def open_stop_connections(ctx: RunContext, wave: Wave) -> None:
     if hosts:
         with contextlib.suppress(Exception):  # only a head start: the stop waves connect anyway
             ctx.drivers.ansible.open_connections(hosts)
+        _arm(ctx, hosts[:ARMED_STOPS_MAX])
+        _probe_ahead(ctx, hosts)
+
+
+def _probe_ahead(ctx: RunContext, hosts: list[str]) -> None:
+    """Each host's "before" probe (off already? SSH answering?), taken now in the background, in plan
+    order, instead of when its stop comes: containment changes neither a host's power nor its
+    management SSH, and nothing is sent to a host before its own stop, so it is still the state before
+    that stop, and a dependency level no longer waits for its hosts' probes."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hosts))), thread_name_prefix="before")
+    for name in hosts:
+        ctx.stop_before[name] = pool.submit(_probe_before, ctx, ctx.inventory.hosts[name])
+    pool.shutdown(wait=False)
+    ctx.background.append(pool)
+
+
+def _arm(ctx: RunContext, hosts: list[str]) -> None:
+    """The stop run for ``hosts`` (plan order), started now and held until each host's release; when
+    it cannot be started, each batch of ready hosts gets a playbook of its own (journaled why)."""
+    progress = PlaybookProgress(hosts)
+    try:
+        stops = ctx.drivers.ansible.arm_stops(hosts, wait_s=_release_budget_s(ctx), on_power_off=progress.on_power_off)
+    except OrchestratorError as exc:
+        ctx.rec.emit("ansible-event", playbook="stop-host.yml", phase="not-armed", hosts=hosts,
+                     message=f"a stop playbook per batch instead: {exc.code}: {exc}")
+        return
+    stops.add_done_callback(progress.on_done)
+    ctx.armed_stops = ArmedStopRun(stops, progress)
+
+
+def _release_budget_s(ctx: RunContext) -> float:
+    """How long an armed host may wait for its release: every stop wave's worst case (the play's
+    verdict, the wait for off, a graceful then hard escalation), twice over. Past it, the host's
+    stop fails without anything sent, and its verification escalates as for a failed play."""
+    waves = sum(1 for w in ctx.plan.waves if any(s.action is Action.STOP_HOST for s in w.steps))
+    o = ctx.options
+    per_wave = _verdict_wait_s(ctx) + o.stop_timeout_s + o.power_off_timeout_s + 10.0
+    return 2 * max(1, waves) * per_wave + 60.0
+
+
+def _verdict_wait_s(ctx: RunContext) -> float:
+    """How long a host's verification waits for its stop playbook's verdict (the batch playbook's
+    own time limit: its stop timeout plus a minute)."""
+    return ctx.options.stop_timeout_s + 60.0
+
+
+def stand_down_armed(ctx: RunContext) -> None:
+    """The armed hosts not released by now are not stopped by the armed run: it ends for them."""
+    if ctx.armed_stops is not None:
+        ctx.armed_stops.stops.stand_down(sorted(ctx.armed_stops.stops.hosts))
 
 
 def stop_when_ready(ctx: RunContext, waves: list[Wave], todo: list[Step]) -> None:
@@ -100,9 +112,19 @@ def stop_when_ready(ctx: RunContext, waves: list[Wave], todo: list[Step]) -> Non
         return [batches.submit(stop_hosts, ctx, min(wave_of[s.id] for s in ready), ready)]
 
     try:
-        schedule.run_when_ready(ctx, todo, launch, gather_s=ctx.options.stop_gather_s)
+        schedule.run_when_ready(ctx, todo, launch, gather_s=_gather_s(ctx, todo))
     finally:
         batches.shutdown(wait=True)
+        stand_down_armed(ctx)
+
+
+def _gather_s(ctx: RunContext, todo: list[Step]) -> float:
+    """No gathering when every stop is armed: a release costs no process start, so each host goes the
+    moment it is ready; otherwise ``RunOptions.stop_gather_s`` (one playbook for hosts ready together)."""
+    armed = ctx.armed_stops
+    if armed is not None and all(armed.covers(s.target) or ctx.inventory.hosts[s.target].never_ssh for s in todo):
+        return 0.0
+    return ctx.options.stop_gather_s
 
 
 def stop_hosts(ctx: RunContext, wave: int, steps: list[Step]) -> None:
@@ -115,15 +137,27 @@ def stop_hosts(ctx: RunContext, wave: int, steps: list[Step]) -> None:
             ctx.finish(step, StepResult(step.id, StepStatus.DRY_RUN, evidence={"would": step.verify}))
         return
     hosts = {s.target: ctx.inventory.hosts[s.target] for s in steps}
-    with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hosts)))) as pool:
-        before = dict(zip(hosts, pool.map(partial(_probe_before, ctx), hosts.values()), strict=True))
+    ahead = {name: ctx.stop_before.pop(name) for name in hosts if name in ctx.stop_before}
+    now = [h for name, h in hosts.items() if name not in ahead]
+    with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(now) or 1))) as pool:
+        probed = dict(zip((h.name for h in now), pool.map(partial(_probe_before, ctx), now), strict=True))
+    before = {name: ahead[name].result() if name in ahead else probed[name] for name in hosts}
     to_stop = sorted(n for n, (off, up) in before.items() if not off.passed and up)
-    played = PlaybookProgress(to_stop)
-    runner = _start_playbook(ctx, wave, to_stop, played)
+    armed = ctx.armed_stops
+    released = [h for h in to_stop if armed is not None and armed.covers(h)]
+    if armed is not None:
+        armed.stops.stand_down([h for h in hosts if h not in released])
+    played = {h: armed.progress for h in released} if armed is not None else {}
+    batch = [h for h in to_stop if h not in played]
+    batch_progress = PlaybookProgress(batch)
+    played.update({h: batch_progress for h in batch})
+    if released and armed is not None:
+        _release(ctx, wave, released, armed)
+    runner = _start_playbook(ctx, wave, batch, batch_progress)
 
     def finish(step: Step) -> None:
         try:
-            _finish_stop(ctx, step, hosts[step.target], before[step.target], played, t0)
+            _finish_stop(ctx, step, hosts[step.target], before[step.target], played.get(step.target), t0)
         except Exception as exc:  # noqa: BLE001 - recorded against the step, the others go on
             ctx.finish(step, StepResult(step.id, StepStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
                                         duration_s=_since(t0)))
@@ -152,6 +186,17 @@ def _probe_before(ctx: RunContext, host: Host) -> Before:
     return off, up == "answers" if up in ("answers", "closed") else ctx.probes.ssh_answers(host)
 
 
+def _release(ctx: RunContext, wave: int, hosts: list[str], armed: ArmedStopRun) -> None:
+    """Release these hosts to the armed stop run: their stop command goes now."""
+    ctx.rec.emit("command-sent", step_id=f"stop-host wave {wave}", driver="ansible", target=",".join(hosts),
+                 commands=[f"playbooks/stop-host.yml (armed ahead): released {','.join(hosts)}"])
+    try:
+        armed.stops.release(hosts)
+    except OrchestratorError as exc:  # the release could not be written: each host's verification escalates
+        for host in hosts:
+            armed.progress.on_power_off(PowerOffReport(host, "error", f"not released: {exc.code}: {exc}"))
+
+
 def _start_playbook(ctx: RunContext, wave: int, to_stop: list[str],
                     played: PlaybookProgress) -> ThreadPoolExecutor | None:
     """The batch's stop playbook, in the background, for the hosts that answer and are not off."""
@@ -166,7 +211,7 @@ def _start_playbook(ctx: RunContext, wave: int, to_stop: list[str],
     return runner
 
 
-def _finish_stop(ctx: RunContext, step: Step, host: Host, before: Before, played: PlaybookProgress,
+def _finish_stop(ctx: RunContext, step: Step, host: Host, before: Before, played: PlaybookProgress | None,
                  t0: float) -> None:
     """One host of the wave: already off, refused, or verified off (escalated if need be)."""
     off_before, up_before = before
@@ -179,17 +224,26 @@ def _finish_stop(ctx: RunContext, step: Step, host: Host, before: Before, played
     if host.never_ssh:  # windows, or an ESXi host through vCenter: only its power controller stops it
         _finish_outside_stop(ctx, step, host, off_before, t0)
         return
-    outcome = played.wait(host.name) if up_before else {}
+    if up_before and played is not None:
+        # Watched from outside from the moment the stop is sent, not from when its play reports (an
+        # Ansible run reports late when it is busy): a host verified off needs no verdict to wait for.
+        sent_at = time.monotonic()
+        v = ctx.verification(step, ctx.probes.wait_host_off(
+            host, 0.0, keep_waiting=lambda: time.monotonic() < _off_deadline(ctx, played, host.name, sent_at)))
+        verdict = played.peek(host.name)
+        outcome = verdict[0] if verdict is not None else (
+            {"status": "pending", "message": "verified off before the play reported (its result is journaled)"}
+            if v.passed else {"status": "error", "message": f"no power-off result within {_verdict_wait_s(ctx):g} s"})
+    else:
+        outcome = {}
+        v = ctx.verification(step, ctx.probes.wait_host_off(host, 3.0))
     evidence = {"before": dict(off_before.evidence),
                 "playbook": outcome if up_before else "not sent (SSH not answering)"}
-    if outcome.get("status") == "refused":
+    if outcome.get("status") == "refused" and not v.passed:
         ctx.finish(step, StepResult(step.id, StepStatus.FAILED, evidence=evidence,
                                     error=str(outcome.get("message", "refused")), duration_s=_since(t0)))
         return
     play_failed = outcome.get("status") in ("failed", "error")
-    # A host whose play failed will not go down by itself: a short look, then escalate.
-    timeout = ctx.options.stop_timeout_s if up_before and not play_failed else 3.0
-    v = ctx.verification(step, ctx.probes.wait_host_off(host, timeout))
     escalated = False
     if not v.passed:
         escalated = True
@@ -201,6 +255,21 @@ def _finish_stop(ctx: RunContext, step: Step, host: Host, before: Before, played
     status = StepStatus.VERIFIED if v.passed else StepStatus.FAILED
     ctx.finish(step, StepResult(step.id, status, changed=True, escalated=escalated, evidence=evidence,
                                 error=None if v.passed else "the host is still not off", duration_s=_since(t0)))
+
+
+def _off_deadline(ctx: RunContext, played: PlaybookProgress, host: str, sent_at: float) -> float:
+    """Until when a host whose stop was sent at ``sent_at`` is watched for off: while its play has
+    not reported, as long as the play may take (it may still be stopping services); then the stop
+    timeout from its report, or a short look when the play failed (a host whose play failed will not
+    go down by itself: escalate), or none when it refused (a host that must keep running)."""
+    verdict = played.peek(host)
+    if verdict is None:
+        return sent_at + _verdict_wait_s(ctx)
+    outcome, at = verdict
+    status = outcome.get("status")
+    if status == "refused":
+        return at
+    return at + (3.0 if status in ("failed", "error") else ctx.options.stop_timeout_s)
 
 
 def _finish_outside_stop(ctx: RunContext, step: Step, host: Host, off_before: Verification, t0: float) -> None:

@@ -146,6 +146,10 @@ def _var_key_problem(key: str) -> tuple[str, str] | None:
     if low.startswith("orchestrator_") or low in _EXPORT_VARS:
         return (f"'{key}' is set by the orchestrator from the inventory itself",
                 "remove it; use the host's own keys (services:, depends_on:, tier:, ...)")
+    if low.startswith("stop_host_release_"):
+        return (f"'{key}' is set by the orchestrator to release each host's stop (stop-host.yml); set by "
+                "hand, it would hold the playbook waiting for a release that never comes",
+                "remove it")
     return None
 
 

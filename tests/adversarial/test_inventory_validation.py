@@ -126,7 +126,8 @@ def test_base_is_valid_under_strict(tmp_path: Path, capsys: pytest.CaptureFixtur
     "ansible_ssh_host", "ansible_host", "ansible_port", "ansible_user", "ansible_connection",
     "ansible_host_key_checking", "ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_become",
     "ansible_become_pass", "ansible_python_interpreter", "ansible_shell_executable", "ANSIBLE_Host",
-    "hostvars", "inventory_hostname", "remote_user", "orchestrator_power", "services",
+    "hostvars", "inventory_hostname", "remote_user", "orchestrator_power", "services", "stop_host_release_dir",
+    "stop_host_release_wait_s",
 ])
 def test_connection_settings_in_host_vars_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                        key: str) -> None:

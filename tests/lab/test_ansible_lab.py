@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +22,9 @@ import yaml
 from orchestrator import lab
 from orchestrator.drivers.ansible import AnsibleDriver, PlaybookRun
 from orchestrator.drivers.ansible_inventory import to_ansible_inventory
+from orchestrator.drivers.base import PowerOffReport
 from orchestrator.drivers.power import LabPower
+from orchestrator.errors import UsageError
 from orchestrator.model import Inventory
 
 pytestmark = pytest.mark.lab
@@ -231,6 +234,62 @@ def test_stop_hosts_whole_wave_in_one_run_keeps_the_island(
         assert ssh_banner(str(lab_inventory.hosts[host].management_address)), f"kept host {host} went down"
 
 
+def started_tasks(events: list[dict[str, object]]) -> set[object]:
+    return {e.get("host") for e in events if e.get("status") == "started"}
+
+
+def test_armed_stops_send_nothing_until_released_and_a_stood_down_host_stays_up(
+    lab_inventory: Inventory, lab_up_status: lab.LabStatus, restore_power: list[str], tmp_path: Path
+) -> None:
+    released, stood_down = "deu-ws2", "deu-ws1"
+    addresses = {h: str(lab_inventory.hosts[h].management_address) for h in (released, stood_down)}
+    events: list[dict[str, object]] = []
+    reports: list[PowerOffReport] = []
+    ended: list[Future[PlaybookRun]] = []
+    driver = AnsibleDriver(lab_inventory, tmp_path / "ansible", forks=50, event_sink=events.append)
+    restore_power.extend([released, stood_down])
+    armed = driver.arm_stops([released, stood_down], wait_s=120, on_power_off=reports.append)
+    armed.add_done_callback(ended.append)
+    try:
+        # both hosts' stop tasks are running (waiting on the controller), and nothing reached either host
+        wait_for("both stop tasks started", lambda: started_tasks(events) >= {released, stood_down}, 60)
+        time.sleep(2.0)
+        assert armed.running() and reports == []
+        assert all(ssh_banner(a) for a in addresses.values()) and not power_stopped(released)
+
+        armed.release([released])
+        with pytest.raises(UsageError):
+            armed.release([released])  # each host is released once
+        wait_for("the released host's power-off is reported", lambda: any(r.host == released for r in reports), 60)
+        wait_for(f"{released} SSH stops answering", partial(ssh_silent, addresses[released]), 60)
+        wait_for(f"{released} power says stopped", partial(power_stopped, released), 120)
+        assert ssh_banner(addresses[stood_down]) and not power_stopped(stood_down)
+    finally:
+        armed.close()  # stands down what was not released, waits for the run to end
+        driver.close()
+    run = ended[0].result()
+    assert run.hosts[released].status in ("changed", "unreachable"), run.hosts[released]
+    assert run.hosts[stood_down].status == "skipped", run.hosts[stood_down]
+    assert ssh_banner(addresses[stood_down]) and not power_stopped(stood_down), "a stood-down host was stopped"
+    reported = {r.host: r.status for r in reports}
+    assert reported[released] in ("changed", "unreachable") and reported[stood_down] == "skipped", reported
+
+
+def test_an_armed_host_never_released_is_never_stopped(
+    lab_inventory: Inventory, lab_up_status: lab.LabStatus, tmp_path: Path
+) -> None:
+    host = "deu-ws1"
+    driver = AnsibleDriver(lab_inventory, tmp_path / "ansible", forks=50)
+    ended: list[Future[PlaybookRun]] = []
+    armed = driver.arm_stops([host], wait_s=2, on_power_off=None)
+    armed.add_done_callback(ended.append)
+    wait_for("the armed run ends by itself", lambda: bool(ended), 90)
+    outcome = ended[0].result().hosts[host]
+    assert outcome.status == "failed" and "not released within 2 s: nothing was sent" in outcome.message, outcome
+    armed.close()
+    assert ssh_banner(str(lab_inventory.hosts[host].management_address)) and not power_stopped(host)
+
+
 def test_hosts_come_back_healthy_after_power_on(driver: AnsibleDriver, lab_inventory: Inventory) -> None:
     """Runs after the stop tests: the lab is left as found (services enabled, ports listening)."""
     hosts = sorted(lab_inventory.hosts)
@@ -273,3 +332,21 @@ def test_manual_fallback_with_ansible_playbook_by_hand(lab_inventory: Inventory,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "failed=0" in proc.stdout and "unreachable=0" in proc.stdout
+
+
+def test_stop_playbook_by_hand_finds_its_action_plugin(lab_inventory: Inventory, tmp_path: Path) -> None:
+    """stop-host.yml by hand (no orchestrator, no release directory) loads ``raw_when_released`` from
+    the playbooks' own ``action_plugins``; in check mode it sends nothing and the host stays up."""
+    hosts_file = tmp_path / "hosts.yml"
+    hosts_file.write_text(yaml.safe_dump(to_ansible_inventory(lab_inventory)))
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", str(hosts_file), "playbooks/stop-host.yml", "--check",
+         "--limit", "deu-ws1"],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=120,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "ANSIBLE_HOME": str(tmp_path / "ah"),
+             "ANSIBLE_CONFIG": str(REPO / "playbooks" / "ansible.cfg")},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "skipped=1" in proc.stdout and "failed=0" in proc.stdout, proc.stdout
+    assert ssh_banner(str(lab_inventory.hosts["deu-ws1"].management_address))

@@ -16,7 +16,7 @@ from fakes import FakeAnsibleDriver, FakeCampus, FakeLabPower, FakeNetmikoDriver
 
 from orchestrator import drivers
 from orchestrator.config import Settings
-from orchestrator.drivers.base import PlaybookRun, PowerOffCallback
+from orchestrator.drivers.base import HostOutcome, PlaybookRun, PowerOffCallback, PowerOffReport
 from orchestrator.drivers.netmiko import CommandRejectedError
 from orchestrator.errors import UnreachableError
 from orchestrator.executor import ApprovalPolicy, Executor, Recorder, ResumeState, RunOptions, RunResult
@@ -297,6 +297,7 @@ def test_a_host_is_verified_off_from_its_power_off_report_not_when_the_whole_pla
             finished[record["target"]].set()
 
     monkeypatch.setattr(FakeAnsibleDriver, "stop_hosts", slow_ending)
+    campus.arm_stops = False  # a playbook per batch (the armed run reports each host the same way)
     settings = Settings(state_dir=tmp_path / "state", state_dir_source="cli", forks=8)
     run_dir = settings.run_dir("power-off-reports")
     run_dir.mkdir(parents=True)
@@ -312,6 +313,51 @@ def test_a_host_is_verified_off_from_its_power_off_report_not_when_the_whole_pla
     for host in ("ws1", "app1", "db1", "ad1"):
         assert result.results[f"stop-host:{host}"].evidence["playbook"] == {
             "status": "unreachable", "message": "connection dropped during power-off"}
+
+
+def test_an_armed_host_is_verified_off_from_outside_before_its_play_reports(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Released to the armed run, a host is watched from outside at once: its power-off report
+    (late when Ansible is busy) is not waited for once the host is verified off."""
+    reports_held: list[tuple[PowerOffCallback, PowerOffReport]] = []
+    original = FakeAnsibleDriver.stop_now
+
+    def late_reports(self: FakeAnsibleDriver, hosts: Sequence[str],
+                     on_power_off: PowerOffCallback | None) -> dict[str, HostOutcome]:
+        held: list[PowerOffReport] = []
+        outcomes = original(self, hosts, held.append)  # the hosts go down; their reports are held back
+        if on_power_off is not None:
+            reports_held.extend((on_power_off, r) for r in held)
+        return outcomes
+
+    monkeypatch.setattr(FakeAnsibleDriver, "stop_now", late_reports)
+    ran = execute(inventory, build_plan(inventory, Mode.SHUTDOWN), tmp_path)
+    assert ran.result.exit_code == 0, ran.result.left
+    assert campus.entries("release"), "the stops went through the armed run"
+    for host in ("ws1", "app1", "db1", "ad1"):
+        res = ran.result.results[f"stop-host:{host}"]
+        assert res.status is StepStatus.VERIFIED and not res.escalated
+        # the last host's verdict may come from the armed run's own end (every host decided by then)
+        expected = ("pending", "unreachable") if host == "ad1" else ("pending",)
+        assert res.evidence["playbook"]["status"] in expected, (host, res.evidence)
+    assert {r.host for _, r in reports_held} == {"ws1", "app1", "db1", "ad1"}
+    assert not campus.entries("power_off"), "no escalation: the hosts went down by themselves"
+
+
+def test_the_stops_are_armed_once_for_every_host_and_each_keeps_its_before_probe(
+    inventory: Inventory, campus: FakeCampus, tmp_path: Path
+) -> None:
+    ran = execute(inventory, build_plan(inventory, Mode.SHUTDOWN), tmp_path)
+    assert ran.result.exit_code == 0, ran.result.left
+    first_stop = min(r["seq"] for r in ran.of("step-started") if r["step_id"].startswith("stop-host:"))
+    backups_done = max(r["seq"] for r in ran.of("step-finished") if r["step_id"].startswith("backup-config:"))
+    armed = [e for e in campus.log if e[0] == "arm_stops"]
+    assert armed and set(armed[0][1]) == {"ws1", "app1", "db1", "ad1"}, "armed once, for every host to stop"
+    assert backups_done < first_stop
+    for host in ("ws1", "app1", "db1", "ad1"):
+        before = ran.result.results[f"stop-host:{host}"].evidence["before"]
+        assert before and "power" in before, before
 
 
 @pytest.mark.parametrize("graceful_works", [True, False])

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_executor import FAKE_CAMPUS, OPTIONS, execute
 
-from orchestrator.drivers.base import HostOutcome, PlaybookRun, PowerOffCallback, PowerOffReport
+from orchestrator.drivers.base import HostOutcome, PowerOffCallback, PowerOffReport
 from orchestrator.inventory import load_inventory
 from orchestrator.model import Host, Inventory, Mode, StepStatus
 from orchestrator.planner import build_plan, needs_of
@@ -36,8 +36,8 @@ class TimedStopper(FakeAnsibleDriver):
     early: list[tuple[str, str]] = []
     started: list[str] = []
 
-    def stop_hosts(self, hosts: Sequence[str], timeout_s: float = 120,
-                   on_power_off: PowerOffCallback | None = None) -> PlaybookRun:
+    def stop_now(self, hosts: Sequence[str], on_power_off: PowerOffCallback | None) -> dict[str, HostOutcome]:
+        """A batch playbook's stops, or an armed run's release: the same on the fake campus."""
         needs = needs_of(self.inventory)
         with self.campus.lock:
             for name in hosts:
@@ -59,7 +59,7 @@ class TimedStopper(FakeAnsibleDriver):
             w.start()
         for w in workers:
             w.join()
-        return PlaybookRun("stop-host.yml", 4, "failed", dict(threads), 0.01, str(self.work_dir))
+        return dict(threads)
 
 
 def dag_inventory(edges: Sequence[Sequence[int]]) -> Inventory:
@@ -84,9 +84,10 @@ def dags(draw: st.DrawFn) -> tuple[list[list[int]], list[float]]:
     return edges, durations
 
 
-def run_with(inventory: Inventory, durations: Mapping[str, float], tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> tuple[TimedStopper, list[dict[str, Any]], dict[str, StepStatus]]:
+def run_with(inventory: Inventory, durations: Mapping[str, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             *, armed: bool) -> tuple[TimedStopper, list[dict[str, Any]], dict[str, StepStatus]]:
     campus = FakeCampus(inventory).install(monkeypatch)
+    campus.arm_stops = armed
     TimedStopper.durations, TimedStopper.early, TimedStopper.started = dict(durations), [], []
 
     def open_stopper(inv: Inventory, work_dir: Path, forks: int, sink: object = None) -> TimedStopper:
@@ -98,17 +99,21 @@ def run_with(inventory: Inventory, durations: Mapping[str, float], tmp_path: Pat
     return TimedStopper(campus, inventory, tmp_path), ran.records, statuses
 
 
+ARMED = pytest.mark.parametrize("armed", [True, False], ids=["armed-ahead", "playbook-per-batch"])
+
+
+@ARMED
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(dags())
 def test_no_host_starts_stopping_before_every_host_depending_on_it_is_verified_off(
-    tmp_path_factory: pytest.TempPathFactory, case: tuple[list[list[int]], list[float]]
+    tmp_path_factory: pytest.TempPathFactory, armed: bool, case: tuple[list[list[int]], list[float]]
 ) -> None:
     edges, durations = case
     inventory = dag_inventory(edges)
     tmp = tmp_path_factory.mktemp("dag")
     with pytest.MonkeyPatch.context() as mp:
         _stopper, records, statuses = run_with(
-            inventory, {f"h{i:02d}": d for i, d in enumerate(durations)}, tmp, mp)
+            inventory, {f"h{i:02d}": d for i, d in enumerate(durations)}, tmp, mp, armed=armed)
     assert TimedStopper.early == [], "a host was sent its stop while a host depending on it was still on"
     assert sorted(TimedStopper.started) == sorted(inventory.hosts)
     assert all(statuses[f"stop-host:{h}"] is StepStatus.VERIFIED for h in inventory.hosts), statuses
@@ -121,14 +126,16 @@ def test_no_host_starts_stopping_before_every_host_depending_on_it_is_verified_o
                 assert verified_at[req] < r["seq"], f"{r['step_id']} started before {req} was verified off"
 
 
-def test_a_slow_host_holds_back_only_what_depends_on_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@ARMED
+def test_a_slow_host_holds_back_only_what_depends_on_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        armed: bool) -> None:
     # h00 <- h01 (fast), and h02, slow, that nothing depends on and that depends on nothing: in
     # waves, h00 would wait for h02 (both leaves are wave 1); dependency-driven, it does not.
     inventory = dag_inventory([[], [0], []])
     plan = build_plan(inventory, Mode.SHUTDOWN)
     stop_waves = [[s.target for s in w.steps] for w in plan.waves if w.phase.value == "shutdown"]
     assert stop_waves == [["h01", "h02"], ["h00"]], "the plan keeps its waves"
-    _stopper, records, statuses = run_with(inventory, {"h02": 1.0}, tmp_path, monkeypatch)
+    _stopper, records, statuses = run_with(inventory, {"h02": 1.0}, tmp_path, monkeypatch, armed=armed)
     assert all(statuses[f"stop-host:{h}"] is StepStatus.VERIFIED for h in inventory.hosts)
     seq = {(r["type"], r.get("step_id")): r["seq"] for r in records}
     assert seq[("step-finished", "stop-host:h01")] < seq[("step-started", "stop-host:h00")]
