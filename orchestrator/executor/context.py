@@ -44,8 +44,9 @@ class RunOptions:
     start_timeout_s: float = 90.0
     power_off_timeout_s: float = 20.0
     boot_settle_timeout_s: float = 60.0  # a started host's boot must finish before it is checked
-    # Hosts whose stops become ready within this long of each other share one stop playbook (each
-    # playbook costs a process start); never a reason to start a stop before its dependents are off.
+    # Hosts not covered by the armed stop run (``executor.armed``) whose stops become ready within
+    # this long of each other share one stop playbook (each playbook costs a process start); never a
+    # reason to start a stop before its dependents are off.
     stop_gather_s: float = 0.3
 
 
