@@ -30,14 +30,12 @@ class PlaybookProgress:
     by the host stopper), or else the whole run's outcome for that host once the run has ended."""
 
     def __init__(self, hosts: Iterable[str]) -> None:
-        self._verdicts: dict[str, dict[str, Any]] = {}
-        self._settled_at: dict[str, float] = {}
-        self._ready = {h: threading.Event() for h in hosts}
+        self._hosts = frozenset(hosts)
+        self._verdicts: dict[str, tuple[dict[str, Any], float]] = {}  # host -> (verdict, when it came)
         self._lock = threading.Lock()
 
     def on_power_off(self, report: PowerOffReport) -> None:
-        if report.host in self._ready:
-            self._settle(report.host, {"status": report.status, "message": report.message})
+        self._settle(report.host, {"status": report.status, "message": report.message})
 
     def on_done(self, future: Future[PlaybookRun]) -> None:
         try:
@@ -47,24 +45,21 @@ class PlaybookProgress:
             text = f"{exc.code}: {exc}" if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
             # A refusal (a host that must keep running) is never overridden by an out-of-band power off.
             status = "refused" if isinstance(exc, SafetyInterlock) else "error"
-            verdicts = {h: {"status": status, "message": text} for h in self._ready}
-        for host in self._ready:
+            verdicts = {h: {"status": status, "message": text} for h in self._hosts}
+        for host in self._hosts:
             self._settle(host, verdicts.get(host, {"status": "error", "message": "no result from the playbook"}))
 
     def _settle(self, host: str, verdict: dict[str, Any]) -> None:
+        """The first verdict for a host of this run stands."""
         with self._lock:
-            if self._ready[host].is_set():
-                return
-            self._verdicts[host] = verdict
-            self._settled_at[host] = time.monotonic()
-            self._ready[host].set()
+            if host in self._hosts and host not in self._verdicts:
+                self._verdicts[host] = (verdict, time.monotonic())
 
     def peek(self, host: str) -> tuple[dict[str, Any], float] | None:
         """The host's verdict and when it came (monotonic), or None while it has not come."""
         with self._lock:
-            if host not in self._verdicts:
-                return None
-            return dict(self._verdicts[host]), self._settled_at[host]
+            found = self._verdicts.get(host)
+            return None if found is None else (dict(found[0]), found[1])
 
 
 @dataclass(frozen=True)

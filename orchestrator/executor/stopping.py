@@ -144,15 +144,15 @@ def stop_hosts(ctx: RunContext, wave: int, steps: list[Step]) -> None:
     before = {name: ahead[name].result() if name in ahead else probed[name] for name in hosts}
     to_stop = sorted(n for n, (off, up) in before.items() if not off.passed and up)
     armed = ctx.armed_stops
-    released = [h for h in to_stop if armed is not None and armed.covers(h)]
+    released = [h for h in to_stop if armed.covers(h)] if armed is not None else []
+    batch = [h for h in to_stop if h not in released]
+    batch_progress = PlaybookProgress(batch)
+    played = {h: batch_progress for h in batch}
     if armed is not None:
         armed.stops.stand_down([h for h in hosts if h not in released])
-    played = {h: armed.progress for h in released} if armed is not None else {}
-    batch = [h for h in to_stop if h not in played]
-    batch_progress = PlaybookProgress(batch)
-    played.update({h: batch_progress for h in batch})
-    if released and armed is not None:
-        _release(ctx, wave, released, armed)
+        played.update({h: armed.progress for h in released})
+        if released:
+            _release(ctx, wave, released, armed)
     runner = _start_playbook(ctx, wave, batch, batch_progress)
 
     def finish(step: Step) -> None:
@@ -192,9 +192,10 @@ def _release(ctx: RunContext, wave: int, hosts: list[str], armed: ArmedStopRun) 
                  commands=[f"playbooks/stop-host.yml (armed ahead): released {','.join(hosts)}"])
     try:
         armed.stops.release(hosts)
-    except OrchestratorError as exc:  # the release could not be written: each host's verification escalates
+    except (OrchestratorError, OSError) as exc:  # not written: each host's verification escalates
+        why = f"{exc.code}: {exc}" if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
         for host in hosts:
-            armed.progress.on_power_off(PowerOffReport(host, "error", f"not released: {exc.code}: {exc}"))
+            armed.progress.on_power_off(PowerOffReport(host, "error", f"not released: {why}"))
 
 
 def _start_playbook(ctx: RunContext, wave: int, to_stop: list[str],

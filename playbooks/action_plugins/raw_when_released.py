@@ -25,7 +25,7 @@ import time
 
 from ansible.plugins.action import ActionBase
 
-_POLL_S = 0.02  # a stat() every 20 ms while waiting: a released host waits 10 ms on average
+_POLL_S = 0.02  # one open() attempt every 20 ms while waiting: a released host waits 10 ms on average
 
 
 def _wait_for_release(path: str, wait_s: float) -> str | None:

@@ -95,6 +95,8 @@ def run_with(inventory: Inventory, durations: Mapping[str, float], tmp_path: Pat
 
     monkeypatch.setattr("orchestrator.drivers.open_host_stopper", open_stopper)
     ran = execute(inventory, build_plan(inventory, Mode.SHUTDOWN), tmp_path, PATIENT)
+    released = [r for r in ran.records if r["type"] == "command-sent" and "armed ahead" in str(r["commands"])]
+    assert bool(released) is armed, "the stops did not take the path under test"
     statuses = {s: r.status for s, r in ran.result.results.items()}
     return TimedStopper(campus, inventory, tmp_path), ran.records, statuses
 
