@@ -323,16 +323,21 @@ class _RunnerEvents:
     task result to ``on_result``."""
 
     def __init__(self, playbook: str, ident: str, mask: Masker, emit: EventSink,
-                 on_result: Callable[[Mapping[str, Any]], None] | None) -> None:
+                 on_result: Callable[[Mapping[str, Any]], None] | None,
+                 on_start: Callable[[object], object] | None = None) -> None:
         self.playbook = playbook
         self.ident = ident
         self.mask = mask
         self.emit = emit
         self.on_result = on_result
+        self.on_start = on_start  # given the pid of the first event (ansible-playbook's start), once
         self.events: list[Mapping[str, Any]] = []
         self.sink_failure: list[BaseException] = []
 
     def on_event(self, event: dict[str, Any]) -> bool:
+        if not self.events and self.on_start is not None:
+            with contextlib.suppress(Exception):  # a caller's hook must never break the run
+                self.on_start(event.get("pid"))
         self.events.append(event)
         mapped = sink_event(event, self.playbook, self.ident, self.mask)
         if mapped is not None and not self.sink_failure:
@@ -344,6 +349,40 @@ class _RunnerEvents:
             with contextlib.suppress(Exception):  # a caller's hook must never break the run
                 self.on_result(mapped)
         return True
+
+
+ARMED_NICE_STEP = 10  # how much lower than the orchestrator the armed run waits (nice +10: weight 110 vs 1024)
+
+
+def armed_release_nice() -> int | None:
+    """The priority (nice value) an armed worker takes back at its release: the orchestrator's own.
+
+    The armed run forks one worker per host while containment is still proving its cuts and the
+    first hosts go down; on a busy controller that preparation should take only what the critical
+    path leaves, so its ``ansible-playbook`` waits at nice +10 (``lower_priority_of_child``) and each
+    worker takes this value back at its release, before it sends anything (``raw_when_released``'s
+    ``release_nice``): the stop command itself is never slowed. None when a worker could not take it
+    back (raising a priority needs root): then the run keeps the orchestrator's priority throughout."""
+    if os.geteuid() != 0:
+        return None
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def lower_priority_of_child(pid: object, step: int = ARMED_NICE_STEP) -> bool:
+    """``pid``'s CPU priority lowered by ``step`` (its nice value raised), when ``pid`` is a process
+    this one started (its parent is this process: never anyone else's, whatever an event says).
+    True when done. Linux: the workers ``ansible-playbook`` forks afterwards inherit it."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        if parent != os.getpid():
+            return False
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + step))
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 class AnsibleArmedStops:
@@ -446,6 +485,7 @@ class AnsibleDriver:
         on_result: Callable[[Mapping[str, Any]], None] | None = None,
         control_dir: Path | None = None,
         forks: int | None = None,
+        lower_priority: bool = False,
     ) -> PlaybookRun:
         """Run ``playbook`` (a name in ``playbooks/`` or a path) against ``hosts``, at most ``timeout_s``.
 
@@ -454,6 +494,8 @@ class AnsibleDriver:
         ``control_dir`` points SSH at connections already open there (``open_connections``);
         without it the run gets a control directory of its own, removed when it ends.
         ``forks``: this run's own bound (an armed stop run needs one worker per host), else the driver's.
+        ``lower_priority``: ``ansible-playbook`` lowered to nice +10 as it starts (its first event),
+        before it forks its workers: preparation that should take only what the rest leaves.
         """
         if timeout_s <= 0:
             raise UsageError(f"timeout must be positive, not {timeout_s}", target=playbook, hint="pass seconds > 0")
@@ -468,7 +510,8 @@ class AnsibleDriver:
         inventory_file = self._write_inventory(ident, ansible_inventory)
         self._emit({"type": "ansible.playbook", "phase": "start", "playbook": path.name, "run": ident,
                     "hosts": list(hosts), "timeout_s": timeout_s})
-        collected = _RunnerEvents(path.name, ident, self._mask, self._emit, on_result)
+        collected = _RunnerEvents(path.name, ident, self._mask, self._emit, on_result,
+                                  lower_priority_of_child if lower_priority else None)
         own_control_dir = control_dir is None
         if control_dir is None:
             control_dir = private_dir(self.control_path_dir() / ident[-8:])
@@ -573,10 +616,12 @@ class AnsibleDriver:
         armed = AnsibleArmedStops(names, release_dir, self._masters)
         masters = self._masters
         on_result = None if on_power_off is None else _power_off_reporter(on_power_off)
+        nice = armed_release_nice()
         armed.start(partial(
             self.run_playbook, STOP_HOST_PLAYBOOK, names,
-            extravars={"stop_host_release_dir": str(release_dir), "stop_host_release_wait_s": int(wait_s)},
-            timeout_s=wait_s + 120, on_result=on_result, forks=len(names),
+            extravars={"stop_host_release_dir": str(release_dir), "stop_host_release_wait_s": int(wait_s),
+                       **({} if nice is None else {"stop_host_release_nice": nice})},
+            timeout_s=wait_s + 120, on_result=on_result, forks=len(names), lower_priority=nice is not None,
             control_dir=masters.control_dir if masters is not None else None))
         return armed
 
@@ -660,6 +705,9 @@ class AnsibleDriver:
             "ANSIBLE_SSH_CONTROL_PATH": "%(directory)s/%%C",
             "ANSIBLE_LOCAL_TEMP": str(self.work_dir / "tmp"),
             "ANSIBLE_HOME": str(self.work_dir / "home"),
+            # The settings that have no environment variable (internal_poll_interval), from the
+            # product's own file, whatever directory Ansible runs in; every value above wins over it.
+            "ANSIBLE_CONFIG": str(default_playbooks_dir() / "ansible.cfg"),
         }
         bin_dir = Path(sys.executable).parent
         if (bin_dir / "ansible-playbook").exists():

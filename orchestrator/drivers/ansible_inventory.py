@@ -223,8 +223,12 @@ def to_ansible_inventory(inventory: Inventory, hosts: Iterable[str] | None = Non
     """The inventory as an Ansible YAML/JSON inventory, optionally limited to ``hosts``.
 
     Raises UsageError naming every unknown host. The result is plain data (str, int, list, dict),
-    deterministic (sorted), and safe to print: it holds no password and no key material. Give it
-    to Ansible only through :func:`dumps`, which marks its strings as text Ansible never templates.
+    deterministic, and safe to print: it holds no password and no key material. Give it to Ansible
+    only through :func:`dumps`, which marks its strings as text Ansible never templates.
+
+    Hosts are sorted by name, or, when ``hosts`` is given, in its order (duplicates dropped): Ansible
+    takes a play's hosts in inventory order, so a run started for many hosts at once (a shutdown's
+    armed stop run, forking one worker per host) prepares the first ones to be stopped first.
     """
     if hosts is None:
         names = sorted(inventory.hosts)
@@ -237,7 +241,7 @@ def to_ansible_inventory(inventory: Inventory, hosts: Iterable[str] | None = Non
                 target=inventory.path,
                 hint=f"use host names from the inventory: {', '.join(sorted(inventory.hosts)) or '(none)'}",
             )
-        names = sorted(wanted)
+        names = wanted
 
     kept = inventory.keep_reasons()
     groups: dict[str, list[str]] = {}
@@ -301,4 +305,20 @@ def dumps(data: Mapping[str, Any]) -> str:
             env_name = reference.removeprefix("{{ lookup('env', '").removesuffix("') }}")
             if _PASSWORD_REFERENCE.match(env_name) and reference == password_reference(env_name):
                 marked["all"]["hosts"][name]["ansible_password"] = reference
-    return json.dumps(marked, indent=1, sort_keys=True) + "\n"
+    return json.dumps(_sorted_but_host_order(marked), indent=1) + "\n"
+
+
+def _sorted_but_host_order(marked: dict[str, Any]) -> dict[str, Any]:
+    """``marked`` with every mapping's keys sorted, except the order of ``all.hosts`` (Ansible's
+    host order: see :func:`to_ansible_inventory`)."""
+    def sort(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: sort(value[key]) for key in sorted(value)}
+        if isinstance(value, list):
+            return [sort(v) for v in value]
+        return value
+
+    everything: dict[str, Any] = sort(marked)
+    if isinstance(marked.get("all"), dict) and isinstance(marked["all"].get("hosts"), dict):
+        everything["all"]["hosts"] = {name: sort(hv) for name, hv in marked["all"]["hosts"].items()}
+    return everything

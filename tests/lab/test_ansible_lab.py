@@ -7,6 +7,7 @@ as found. Wall times are recorded as test properties (``--junitxml`` shows them)
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 import yaml
 
 from orchestrator import lab
-from orchestrator.drivers.ansible import AnsibleDriver, PlaybookRun
+from orchestrator.drivers.ansible import ARMED_NICE_STEP, AnsibleDriver, PlaybookRun
 from orchestrator.drivers.ansible_inventory import to_ansible_inventory
 from orchestrator.drivers.base import PowerOffReport
 from orchestrator.drivers.power import LabPower
@@ -234,6 +235,29 @@ def test_stop_hosts_whole_wave_in_one_run_keeps_the_island(
         assert ssh_banner(str(lab_inventory.hosts[host].management_address)), f"kept host {host} went down"
 
 
+def descendants(root: int, wanted: Callable[[str], bool]) -> list[int]:
+    """Processes under ``root`` (any depth) whose command name ``wanted`` accepts."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        pid, rest = int(entry.name), stat.rsplit(")", 1)
+        names[pid] = rest[0].split("(", 1)[1]
+        children.setdefault(int(rest[1].split()[1]), []).append(pid)
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        if wanted(names.get(pid, "")):
+            found.append(pid)
+    return found
+
+
 def started_tasks(events: list[dict[str, object]]) -> set[object]:
     return {e.get("host") for e in events if e.get("status") == "started"}
 
@@ -255,6 +279,11 @@ def test_armed_stops_send_nothing_until_released_and_a_stood_down_host_stays_up(
         wait_for("both stop tasks started", lambda: started_tasks(events) >= {released, stood_down}, 60)
         time.sleep(2.0)
         assert armed.running() and reports == []
+        # the armed run waits at a lower CPU priority: ansible-playbook and the workers it forked
+        waiting = descendants(os.getpid(), lambda comm: comm.startswith("ansible-playboo"))
+        assert len(waiting) >= 3, waiting  # the playbook process and one worker per host
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in waiting} == {min(19, base + ARMED_NICE_STEP)}
         assert all(ssh_banner(a) for a in addresses.values()) and not power_stopped(released)
 
         armed.release([released])

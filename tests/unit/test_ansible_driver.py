@@ -636,6 +636,20 @@ def test_ansible_runs_without_paramiko_so_its_workers_do_not_import_it(inventory
     assert own.returncode == 0, "the orchestrator itself still has paramiko"
 
 
+def test_ansible_reads_the_products_own_config_whatever_its_directory(inventory: Inventory, tmp_path: Path) -> None:
+    """internal_poll_interval has no environment variable: the driver points ANSIBLE_CONFIG at the
+    product's ansible.cfg, so ansible-playbook's own loop wakes every 50 ms, not every 1 ms (a
+    shutdown's armed stop run spent 30 % of a 2-core controller walking its waiting hosts)."""
+    env = AnsibleDriver(inventory, tmp_path / "w").envvars(60)
+    ansible_config = Path(sys.executable).parent / "ansible-config"
+    seen = subprocess.run([str(ansible_config), "dump", "--only-changed", "--format", "json"],
+                          env={**os.environ, **env}, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert seen.returncode == 0, seen.stderr
+    changed = {entry["name"]: entry for entry in json.loads(seen.stdout) if isinstance(entry, dict) and "name" in entry}
+    assert changed["DEFAULT_INTERNAL_POLL_INTERVAL"]["value"] == 0.05
+    assert changed["DEFAULT_FORKS"]["origin"] == "env: ANSIBLE_FORKS"  # the environment's values still win
+
+
 def test_inventory_file_and_extravars_reach_ansible_marked_unsafe(inventory: Inventory, tmp_path: Path) -> None:
     fake = FakeRunner(stop_ok)
     driver = AnsibleDriver(inventory, tmp_path / "work", run_function=fake)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.drivers.ansible_inventory import group_name, to_ansible_inventory
+from orchestrator.drivers.ansible_inventory import dumps, group_name, to_ansible_inventory
 from orchestrator.errors import UsageError
 from orchestrator.model import Campus, Credential, Host, Inventory, Island, Segment, Site
 
@@ -133,7 +133,12 @@ def test_password_is_a_reference_never_the_secret(inventory: Inventory, monkeypa
 
 def test_limit_to_hosts_and_unknown_hosts_named(inventory: Inventory) -> None:
     data = to_ansible_inventory(inventory, ["deu-files1", "ant-ad1", "ant-ad1"])
-    assert sorted(data["all"]["hosts"]) == ["ant-ad1", "deu-files1"]
+    assert list(data["all"]["hosts"]) == ["deu-files1", "ant-ad1"]  # the order given: Ansible's play order
+    written = json.loads(dumps(data))
+    assert list(written["all"]["hosts"]) == ["deu-files1", "ant-ad1"]
+    assert list(written["all"]) == sorted(written["all"]) and list(written["all"]["children"]) == sorted(
+        written["all"]["children"])
+    assert list(to_ansible_inventory(inventory)["all"]["hosts"]) == sorted(inventory.hosts)
     assert members(data, "kept") == []
     with pytest.raises(UsageError) as err:
         to_ansible_inventory(inventory, ["ant-ad1", "nope", "nada"])
