@@ -324,13 +324,14 @@ class _RunnerEvents:
 
     def __init__(self, playbook: str, ident: str, mask: Masker, emit: EventSink,
                  on_result: Callable[[Mapping[str, Any]], None] | None,
-                 on_start: Callable[[object], object] | None = None) -> None:
+                 on_start: Callable[[object], object] | None = None, *, journal_starts: bool = True) -> None:
         self.playbook = playbook
         self.ident = ident
         self.mask = mask
         self.emit = emit
         self.on_result = on_result
         self.on_start = on_start  # given the pid of the first event (ansible-playbook's start), once
+        self.journal_starts = journal_starts  # False: a task's start is kept (outcomes), not sent to the sink
         self.events: list[Mapping[str, Any]] = []
         self.sink_failure: list[BaseException] = []
 
@@ -340,6 +341,8 @@ class _RunnerEvents:
                 self.on_start(event.get("pid"))
         self.events.append(event)
         mapped = sink_event(event, self.playbook, self.ident, self.mask)
+        if mapped is not None and not self.journal_starts and mapped.get("status") == "started":
+            mapped = None
         if mapped is not None and not self.sink_failure:
             try:
                 self.emit(mapped)
@@ -486,6 +489,7 @@ class AnsibleDriver:
         control_dir: Path | None = None,
         forks: int | None = None,
         lower_priority: bool = False,
+        journal_starts: bool = True,
     ) -> PlaybookRun:
         """Run ``playbook`` (a name in ``playbooks/`` or a path) against ``hosts``, at most ``timeout_s``.
 
@@ -496,6 +500,9 @@ class AnsibleDriver:
         ``forks``: this run's own bound (an armed stop run needs one worker per host), else the driver's.
         ``lower_priority``: ``ansible-playbook`` lowered to nice +10 as it starts (its first event),
         before it forks its workers: preparation that should take only what the rest leaves.
+        ``journal_starts=False``: a task's start is not sent to the event sink (an armed run's tasks
+        start by waiting, nothing sent: one durable journal record per host for that would only
+        compete with containment's records); the results are, and the outcomes still see the starts.
         """
         if timeout_s <= 0:
             raise UsageError(f"timeout must be positive, not {timeout_s}", target=playbook, hint="pass seconds > 0")
@@ -511,7 +518,7 @@ class AnsibleDriver:
         self._emit({"type": "ansible.playbook", "phase": "start", "playbook": path.name, "run": ident,
                     "hosts": list(hosts), "timeout_s": timeout_s})
         collected = _RunnerEvents(path.name, ident, self._mask, self._emit, on_result,
-                                  lower_priority_of_child if lower_priority else None)
+                                  lower_priority_of_child if lower_priority else None, journal_starts=journal_starts)
         own_control_dir = control_dir is None
         if control_dir is None:
             control_dir = private_dir(self.control_path_dir() / ident[-8:])
@@ -622,6 +629,7 @@ class AnsibleDriver:
             extravars={"stop_host_release_dir": str(release_dir), "stop_host_release_wait_s": int(wait_s),
                        **({} if nice is None else {"stop_host_release_nice": nice})},
             timeout_s=wait_s + 120, on_result=on_result, forks=len(names), lower_priority=nice is not None,
+            journal_starts=False,
             control_dir=masters.control_dir if masters is not None else None))
         return armed
 

@@ -20,6 +20,9 @@ from orchestrator.executor.context import RunContext
 from orchestrator.model import Action, Host, HostOs, Step, StepResult, StepStatus, Verification, Wave
 
 Before = tuple[Verification, bool]  # a host's off-probe before the wave, and whether SSH answered
+# The "before" probes taken ahead run a few at a time: they have until each host's release, and as many
+# threads as forks (50) took the controller's interpreter from containment, which runs at that moment.
+PROBES_AHEAD_AT_ONCE = 4
 
 
 def open_stop_connections(ctx: RunContext, wave: Wave) -> None:
@@ -45,8 +48,9 @@ def _probe_ahead(ctx: RunContext, hosts: list[str]) -> None:
     """Each host's "before" probe (off already? SSH answering?), taken now in the background, in plan
     order, instead of when its stop comes: containment changes neither a host's power nor its
     management SSH, and nothing is sent to a host before its own stop, so it is still the state before
-    that stop, and a dependency level no longer waits for its hosts' probes."""
-    pool = ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hosts))), thread_name_prefix="before")
+    that stop, and a dependency level no longer waits for its hosts' probes. A few at a time
+    (``PROBES_AHEAD_AT_ONCE``); a host whose probe has not run by its stop waits for it."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(PROBES_AHEAD_AT_ONCE, len(hosts))), thread_name_prefix="before")
     for name in hosts:
         ctx.stop_before[name] = pool.submit(_probe_before, ctx, ctx.inventory.hosts[name])
     pool.shutdown(wait=False)

@@ -347,6 +347,29 @@ def test_stop_hosts_one_run_for_the_wave_with_secure_settings(inventory: Invento
     assert sunk[-1]["hosts"] == {"ant-ad1": "changed", "ant-emr-db1": "changed", "deu-files1": "changed"}
 
 
+def test_an_armed_run_starts_in_plan_order_lower_and_journals_no_task_starts(inventory: Inventory,
+                                                                            tmp_path: Path) -> None:
+    """Its workers are forked in the order given (the plan's: the first level first), its tasks start
+    by waiting (nothing sent: no journal record each), and it is asked to run at a lower priority."""
+    fake = FakeRunner(stop_ok)
+    sunk: list[dict[str, Any]] = []
+    driver = AnsibleDriver(inventory, tmp_path / "work", forks=8, event_sink=sunk.append, run_function=fake)
+    ended: list[Any] = []
+    armed = driver.arm_stops(["deu-files1", "ant-ad1", "ant-emr-db1"], wait_s=60)
+    armed.add_done_callback(ended.append)
+    armed.close()
+    run = ended[0].result()
+    call = fake.calls[0]
+    assert call["limit"] == "deu-files1,ant-ad1,ant-emr-db1"
+    assert list(json.loads(Path(call["inventory"]).read_text())["all"]["hosts"]) == [
+        "deu-files1", "ant-ad1", "ant-emr-db1"]
+    assert ("stop_host_release_nice" in call["extravars"]) == (os.geteuid() == 0)
+    assert not [e for e in sunk if e.get("status") == "started"]
+    assert {e["host"] for e in sunk if e.get("status") == "changed"} == {"deu-files1", "ant-ad1", "ant-emr-db1"}
+    assert {h: o.status for h, o in run.hosts.items()} == dict.fromkeys(["deu-files1", "ant-ad1", "ant-emr-db1"],
+                                                                         "changed")
+
+
 def test_stop_hosts_reports_each_hosts_power_off_through_the_callback(inventory: Inventory, tmp_path: Path) -> None:
     def events(hosts: list[str]) -> list[dict[str, Any]]:
         return [
