@@ -98,9 +98,10 @@ def _wait_for_release(path: str, wait_s: float) -> str | None:
 
 def _take_priority_back(nice: object) -> None:
     """The orchestrator's priority, taken back at the release: the run waited at a lower one (it is
-    preparation, started ahead), the stop command it now sends is the critical path. Only the
-    orchestrator's own value is accepted (an int between -20 and 19); one that cannot be set (no
-    privilege) leaves the worker where it was."""
+    preparation, started ahead), the stop command it now sends is the critical path. The value comes
+    from the orchestrator's extra vars (an inventory cannot set ``stop_host_release_*``); anything but
+    a nice value (an integer from -20 to 19) is ignored, and one that cannot be set (no privilege)
+    leaves the worker where it was."""
     if nice is None or nice == "":
         return
     try:
