@@ -510,3 +510,21 @@ def test_the_vm_lab_guards_every_lab_range_with_a_low_priority_blackhole_until_l
     assert sorted(routes) == ["10.150.0.0/15", "10.152.0.0/23"]
     assert all(r == {"type": "blackhole", "metric": network.GUARD_METRIC} for r in routes.values())
     assert lifecycle._unguard_lab_ranges() == [] and routes == {}
+
+
+def test_the_pool_lets_qemu_through_whatever_the_private_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """qemu runs as libvirt-qemu and opens its image by path: under the CLI's 077 umask the pool and
+    the lab root came out 0700 and every VM failed "Cannot access storage file ... Permission denied"."""
+    root = tmp_path / "vm-lab"
+    monkeypatch.setenv(vm.VM_LAB_ROOT_ENV, str(root))
+    asked: list[tuple[str, ...]] = []
+    monkeypatch.setattr(libvirt, "virsh", lambda *args: subprocess.CompletedProcess(args, 1, "", "no pool"))
+    monkeypatch.setattr(libvirt, "virsh_ok", lambda *args, **kwargs: asked.append(args))
+    old = os.umask(0o077)
+    try:
+        libvirt.ensure_pool()
+    finally:
+        os.umask(old)
+    for directory in (root, root / "pool"):
+        assert directory.stat().st_mode & 0o777 == 0o711, oct(directory.stat().st_mode)
+    assert asked[0][:3] == ("pool-define-as", host.POOL, "dir")

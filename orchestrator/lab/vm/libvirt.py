@@ -249,10 +249,22 @@ def remove_libvirt_chains() -> None:
 
 
 def ensure_pool() -> None:
+    path = vm_lab_root() / "pool"
+    path.mkdir(parents=True, exist_ok=True)
+    for directory in (vm_lab_root(), path):
+        let_qemu_through(directory)
     if virsh("pool-info", POOL).returncode == 0:
         virsh_ok("pool-start", POOL, what=POOL, tolerate=("already active",))
         return
-    path = vm_lab_root() / "pool"
-    path.mkdir(parents=True, exist_ok=True)
     virsh_ok("pool-define-as", POOL, "dir", "--target", str(path), what=POOL)
     virsh_ok("pool-start", POOL, what=POOL)
+
+
+def let_qemu_through(directory: Path) -> None:
+    """``directory`` traversable by everyone (x), nothing else added: libvirt runs qemu as its own
+    user (Debian: libvirt-qemu) and hands it the VM's image by path, so every directory on the way
+    must let it pass, or qemu fails with "Cannot access storage file ... Permission denied". The
+    CLI's private umask (077) makes new directories 0700; reading and listing stay root's."""
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o111 != 0o111:
+        directory.chmod(mode | 0o111)

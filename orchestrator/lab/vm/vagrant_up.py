@@ -40,6 +40,8 @@ def vagrant_env(inventory_path: str) -> dict[str, str]:
     shutil.copyfile(vagrant_dir() / "qemu-tcg-wrapper", wrapper)
     wrapper.chmod(0o755)
     (root / "console").mkdir(parents=True, exist_ok=True)
+    for directory in (root, wrapper.parent, root / "console"):  # the CLI's umask made them 0700
+        libvirt.let_qemu_through(directory)
     return {
         **os.environ,
         "VAGRANT_CWD": str(vagrant_dir()),
