@@ -319,6 +319,7 @@ def _sorted_but_host_order(marked: dict[str, Any]) -> dict[str, Any]:
         return value
 
     everything: dict[str, Any] = sort(marked)
-    if isinstance(marked.get("all"), dict) and isinstance(marked["all"].get("hosts"), dict):
-        everything["all"]["hosts"] = {name: sort(hv) for name, hv in marked["all"]["hosts"].items()}
+    hosts = everything.get("all", {}).get("hosts")
+    if isinstance(hosts, dict):  # the same sorted host vars, back in the given host order
+        everything["all"]["hosts"] = {name: hosts[name] for name in marked["all"]["hosts"]}
     return everything
