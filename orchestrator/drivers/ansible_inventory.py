@@ -125,10 +125,21 @@ def openssh_quoted(path: str) -> str:
     return f'"{path}"'
 
 
+# The key exchange OpenSSH offers first: curve25519, as the product's paramiko connections (probes,
+# integrity checks, netmiko) already negotiate. OpenSSH 9's default, the post-quantum hybrid
+# sntrup761x25519, costs ~0.13 s of CPU per handshake on each side (curve25519 ~0.01 s): a shutdown
+# opens one connection per host while the machines going down need those same CPUs. Authentication is
+# unchanged (pinned host keys, the credential's key); the hybrid only guards the secrecy of a recorded
+# session against a future quantum computer, and a stop session carries commands, never secrets.
+# "^" puts these at the head of OpenSSH's own list: a server without curve25519 still negotiates.
+KEX_PREFERENCE = "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org"
+
+
 def ssh_options(inventory: Inventory, credential: Credential) -> list[str]:
     """SSH options (an argument list) that make host-key checking strict, against the credential's
-    known_hosts if set. Every value is one argument: nothing here is split again by a shell."""
-    args = ["-o", "StrictHostKeyChecking=yes"]
+    known_hosts if set, and prefer the cheap key exchange (``KEX_PREFERENCE``). Every value is one
+    argument: nothing here is split again by a shell."""
+    args = ["-o", "StrictHostKeyChecking=yes", "-o", KEX_PREFERENCE]
     if credential.known_hosts:
         args[:0] = ["-o", "UserKnownHostsFile=" + openssh_quoted(ssh_path(inventory, credential, "known_hosts"))]
     if credential.key_file:

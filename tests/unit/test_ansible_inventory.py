@@ -108,7 +108,7 @@ def test_host_vars_connection_and_facts(inventory: Inventory, tmp_path: Path) ->
     assert db["ansible_ssh_private_key_file"] == str(tmp_path / "keys/lab_ed25519")
     assert shlex.split(db["ansible_ssh_common_args"]) == [
         "-o", 'UserKnownHostsFile="/srv/lab/known_hosts"', "-o", "StrictHostKeyChecking=yes",
-        "-o", "IdentitiesOnly=yes"]
+        "-o", "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org", "-o", "IdentitiesOnly=yes"]
     assert db["ansible_connection"] == "ssh" and db["ansible_port"] == 22 and db["ansible_host_key_checking"] is True
     assert db["services"] == ["postgresql", "emr-api"]
     assert db["depends_on"] == ["ant-ad1"]
@@ -206,3 +206,20 @@ def test_ansible_reads_unsafe_values_back_as_the_same_text(inventory: Inventory,
     assert hostvars["services"] == [{"__ansible_unsafe": "postgresql"}, {"__ansible_unsafe": "emr-api"}] or \
         hostvars["services"] == ["postgresql", "emr-api"]
     assert hostvars["ansible_host"] in ("10.99.3.10", {"__ansible_unsafe": "10.99.3.10"})
+
+
+def test_openssh_offers_curve25519_first_and_keeps_its_own_list(inventory: Inventory) -> None:
+    """The real OpenSSH client reads the export's options (``ssh -G``: configuration only, nothing is
+    sent): curve25519 first, as paramiko negotiates, every algorithm of its own list still offered."""
+    args = shlex.split(to_ansible_inventory(inventory)["all"]["hosts"]["ant-ad1"]["ansible_ssh_common_args"])
+    resolved = subprocess.run(["ssh", "-G", *args, "192.0.2.1"], capture_output=True, text=True, check=True,
+                              stdin=subprocess.DEVNULL).stdout
+    default = subprocess.run(["ssh", "-G", "192.0.2.1"], capture_output=True, text=True, check=True,
+                             stdin=subprocess.DEVNULL).stdout
+
+    def kex(config: str) -> list[str]:
+        return next(line.split()[1] for line in config.splitlines() if line.startswith("kexalgorithms ")).split(",")
+
+    offered = kex(resolved)
+    assert offered[0] == "curve25519-sha256"
+    assert sorted(offered) == sorted(kex(default))
