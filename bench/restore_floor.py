@@ -88,7 +88,10 @@ class Checks:
 
     def integrity(self, step: Step) -> str | None:
         found = check_host(self.runner, self.inventory, step.target, self.settings)
-        return None if found.clean else f"{step.target}: {len(found.differences)} difference(s)"
+        if found.clean:
+            return None
+        said = "; ".join(f"{d.category} {d.path}: {d.detail}" for d in found.differences[:3])
+        return f"{step.target}: {len(found.differences)} difference(s): {said}"[:400]
 
     def health(self, step: Step) -> str | None:
         h = self.inventory.hosts[step.target]

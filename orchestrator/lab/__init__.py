@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -315,7 +316,31 @@ def _remove_locked(inventory: Inventory | None) -> list[str]:
     return left
 
 
+# The last answer of running_machines, by what stat said of the state file then. The power driver asks
+# at every poll of every host it waits for (10 times a second each): parsing the 120 KB state of a
+# 100-host lab each time took 40 % of a shutdown's controller CPU. The file is only ever replaced
+# whole (write_state: a new inode), so an unchanged stat means unchanged content.
+_RUNNING: dict[Path, tuple[tuple[int, int, int, int], tuple[Path, tuple[str, ...]]]] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
 def running_machines() -> tuple[Path, list[str]]:
-    """The running lab's image and machine names, from its state file (for the power driver)."""
-    state = _state().require()
-    return Path(state["image"]), list(state.get("machines", []))
+    """The running lab's image and machine names, from its state file (for the power driver); read
+    again only when the file has changed since the last call."""
+    state_file = _state()
+    try:
+        st = os.stat(state_file.path)
+        signature: tuple[int, int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        signature = None  # no lab (require says so), or unreadable (read says why)
+    with _RUNNING_LOCK:
+        known = _RUNNING.get(state_file.path)
+    if signature is not None and known is not None and known[0] == signature:
+        image, names = known[1]
+        return image, list(names)
+    state = state_file.require()
+    answer = (Path(state["image"]), tuple(state.get("machines", [])))
+    if signature is not None:
+        with _RUNNING_LOCK:
+            _RUNNING[state_file.path] = (signature, answer)
+    return answer[0], list(answer[1])

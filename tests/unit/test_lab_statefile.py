@@ -72,3 +72,31 @@ def test_the_lock_is_exclusive(vm_state: statefile.LabStateFile) -> None:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with (vm_state.root / "lock").open("a") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+
+
+def test_running_machines_reads_the_state_again_only_when_it_was_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The power driver asks at every poll: an unchanged state file is not parsed again, a replaced
+    one (write_state: a new file) always is."""
+    monkeypatch.setattr(nspawn_lab, "LAB_ROOT", tmp_path / "lab")
+    path = tmp_path / "lab" / nspawn_lab.STATE_FILE
+    statefile.write_state(path, {"image": "/img/a", "machines": ["m1", "m2"]})
+    parsed: list[Path] = []
+    real_read = statefile.read_state
+
+    def counting_read(p: Path, **kw: str) -> dict[str, object] | None:
+        parsed.append(p)
+        return real_read(p, **kw)
+
+    monkeypatch.setattr(statefile, "read_state", counting_read)
+    assert nspawn_lab.running_machines() == (Path("/img/a"), ["m1", "m2"])
+    names = nspawn_lab.running_machines()[1]
+    names.append("not-kept")  # a caller's list is its own
+    assert nspawn_lab.running_machines() == (Path("/img/a"), ["m1", "m2"])
+    assert len(parsed) == 1
+    statefile.write_state(path, {"image": "/img/a", "machines": ["m1", "m2", "m3"]})
+    assert nspawn_lab.running_machines() == (Path("/img/a"), ["m1", "m2", "m3"])
+    assert len(parsed) == 2
+    path.unlink()
+    with pytest.raises(LabError, match="no lab is up"):
+        nspawn_lab.running_machines()
