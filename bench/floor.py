@@ -15,7 +15,7 @@ before acting, no Ansible. What is measured is execution, from "go" to "verified
   poweroff` at once, no delay (the session dropping as the machine goes down is expected: the command
   is fired, not waited for); the wave is verified when every host's SSH port is closed and the lab
   power driver says stopped. The SSH connections to the hosts to stop are opened ahead, as the
-  product does: in the background from the first wave after the backups, 4 handshakes at a time, in
+  product does: in the background once containment is verified, 4 handshakes at a time, in
   wave order (a host whose connection is not up yet when its stop comes is connected to then);
 * ``dag=True``, the dependency-driven floor: no wave barrier, a host is stopped as soon as every host
   that depends on it (its step's ``requires``) is verified off;
@@ -365,9 +365,7 @@ def run_floor(inventory: Inventory, plan: Plan | None = None, *, stop_timeout_s:
             result.failures += failures
             if wave.phase is Phase.CONTAIN:
                 result.contain_s = round(done - go, 3)
-            if opener is None and stop_waves and not all(s.action is Action.BACKUP_CONFIG for s in wave.steps):
-                opener = _open_ahead(verifier, [inventory.hosts[s.target] for w in stop_waves for s in w.steps])
-        if opener is None and stop_waves:
+        if stop_waves:  # once contained, as the product does
             opener = _open_ahead(verifier, [inventory.hosts[s.target] for w in stop_waves for s in w.steps])
         if dag and stop_waves:
             _stop_dag(inventory, verifier, stop_waves, stop_timeout_s, result, go)

@@ -225,18 +225,23 @@ def test_a_dry_run_touches_nothing_and_has_no_milestones(
 # --------------------------------------------------------------------------------------------
 
 
-def test_stop_connections_are_opened_once_after_the_backups_in_wave_order(
+def test_stop_connections_are_opened_once_contained_in_wave_order(
     inventory: Inventory, campus: FakeCampus, tmp_path: Path
 ) -> None:
+    """Nothing of the stops' preparation runs beside containment (it delayed the cuts by a second):
+    the connections are opened once the last containment change is verified, before the first stop."""
     plan = build_plan(inventory, Mode.SHUTDOWN)
     ran = execute(inventory, plan, tmp_path)
     assert ran.result.exit_code == 0, ran.result.left
     [opened] = campus.entries("open_connections")
     assert list(opened[1]) == [s.target for s in plan.steps() if s.id.startswith("stop-host:")]
     assert not set(opened[1]) & set(inventory.keep_reasons())
-    last_backup = max(campus.index(*e) for e in campus.entries("backup"))
-    first_change = min(campus.index(*e) for e in campus.log if e[0] == "apply")
-    assert last_backup < campus.index(*opened) < first_change, "opened after the backups, before the first change"
+    last_change = max(campus.index(*e) for e in campus.log if e[0] == "apply")
+    first_stop = min(campus.index(*e) for e in campus.log if e[0] in ("stop_hosts", "arm_stops", "release"))
+    assert last_change < campus.index(*opened) < first_stop, "opened after containment, before the first stop"
+    contained = next(e for e in ran.of("milestone") if e["name"] == "contained")
+    assert ran.records.index(contained) < min(ran.records.index(e) for e in ran.of("step-started")
+                                             if e["step_id"].startswith("stop-host:"))
     assert ("close", "ansible") in campus.log, "the run closes what it opened"
 
 
