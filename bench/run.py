@@ -412,26 +412,31 @@ class Lab:
             self.ansible(tag)
 
 
+CAPTURE_FORKS = (32, 8, 4)  # hosts captured at once: the first attempt, then each retry of the failed
+
+
 def capture_baselines(bin_dir: Path, inventory_path: Path, state_dir: Path, timeout_s: float,
                       details: list[str]) -> None:
     """Every host's integrity baseline, once, before the rounds (`orchestrator baseline capture`);
-    a host whose capture failed (a timeout under load) is tried once more, alone with the others that did."""
+    the hosts whose capture failed (a busy host's systemctl times out: right after `lab up` the 100
+    machines are still settling, and each capture also verifies every package) are tried again, alone
+    with the others that did and fewer at once (``CAPTURE_FORKS``)."""
     log(f"baselines, once, for every restore (orchestrator baseline capture; {load_line()})")
     env = {**os.environ, "ORCHESTRATOR_STATE_DIR": str(state_dir)}
     scope: list[str] = []
-    for attempt in (1, 2):
-        cap = run_bounded([cli(bin_dir), "baseline", "capture", str(inventory_path), "--json", *scope],
-                          timeout_s=timeout_s, env=env)
+    for attempt, forks in enumerate(CAPTURE_FORKS, start=1):
+        cap = run_bounded([cli(bin_dir), "--forks", str(forks), "baseline", "capture", str(inventory_path), "--json",
+                           *scope], timeout_s=timeout_s, env=env)
         try:
             doc = json.loads(cap.stdout)
             failed = {n: h.get("detail") for n, h in doc["hosts"].items() if not h.get("ok")}
         except (ValueError, IndexError, KeyError, AttributeError):
             failed = {"?": (cap.stderr or cap.stdout).strip()[-600:]}
-        details.append(f"baseline capture {attempt}: {cap.seconds:.1f} s, exit {cap.returncode}, "
+        details.append(f"baseline capture {attempt} ({forks} at a time): {cap.seconds:.1f} s, exit {cap.returncode}, "
                        f"{len(failed)} failed")
         if cap.returncode == 0 and not failed:
             return
-        if "?" in failed or attempt == 2:
+        if "?" in failed or attempt == len(CAPTURE_FORKS):
             raise RuntimeError(f"baseline capture exited {cap.returncode}: {failed}")
         scope = [arg for name in sorted(failed) for arg in ("--host", name)]
 
