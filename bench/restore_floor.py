@@ -90,7 +90,8 @@ class Checks:
         found = check_host(self.runner, self.inventory, step.target, self.settings)
         if found.clean:
             return None
-        said = "; ".join(f"{d.category} {d.path}: {d.detail}" for d in found.differences[:3])
+        # what the host reported, quoted (repr): a path may hold newlines or terminal escapes
+        said = "; ".join(f"{d.category} {d.path!r}: {d.detail!r}" for d in found.differences[:3])
         return f"{step.target}: {len(found.differences)} difference(s): {said}"[:400]
 
     def health(self, step: Step) -> str | None:

@@ -211,10 +211,11 @@ def test_ansible_reads_unsafe_values_back_as_the_same_text(inventory: Inventory,
 def test_openssh_offers_curve25519_first_and_keeps_its_own_list(inventory: Inventory) -> None:
     """The real OpenSSH client reads the export's options (``ssh -G``: configuration only, nothing is
     sent): curve25519 first, as paramiko negotiates, every algorithm of its own list still offered."""
-    args = shlex.split(to_ansible_inventory(inventory)["all"]["hosts"]["ant-ad1"]["ansible_ssh_common_args"])
-    resolved = subprocess.run(["ssh", "-G", *args, "192.0.2.1"], capture_output=True, text=True, check=True,
-                              stdin=subprocess.DEVNULL).stdout
-    default = subprocess.run(["ssh", "-G", "192.0.2.1"], capture_output=True, text=True, check=True,
+    host = to_ansible_inventory(inventory)["all"]["hosts"]["ant-ad1"]  # a lab address, never connected to
+    args = shlex.split(host["ansible_ssh_common_args"])
+    resolved = subprocess.run(["ssh", "-G", *args, host["ansible_host"]], capture_output=True, text=True,
+                              check=True, stdin=subprocess.DEVNULL).stdout
+    default = subprocess.run(["ssh", "-G", host["ansible_host"]], capture_output=True, text=True, check=True,
                              stdin=subprocess.DEVNULL).stdout
 
     def kex(config: str) -> list[str]:
