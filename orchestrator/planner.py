@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from graphlib import TopologicalSorter
+from graphlib import CycleError
 
 import orjson
 
@@ -103,11 +103,28 @@ def resolve_scope(inventory: Inventory, scope: Scope) -> Selection:
 def _levels(nodes: Iterable[str], edges: Mapping[str, Iterable[str]]) -> dict[str, int]:
     """Longest-path level of each node: 0 if it has no predecessor in ``edges`` among ``nodes``."""
     node_set = set(nodes)
-    preds = {n: sorted(p for p in edges.get(n, ()) if p in node_set and p != n) for n in sorted(node_set)}
-    order = TopologicalSorter(preds).static_order()
-    level: dict[str, int] = {}
-    for n in order:
-        level[n] = 1 + max((level[p] for p in preds[n]), default=-1)
+    preds = {n: {p for p in edges.get(n, ()) if p in node_set and p != n} for n in node_set}
+    # Kahn's walk: a node's level is known once all its predecessors' are (graphlib's sorter spent
+    # 70 ms on the 5,000 hosts of one restore plan, most of it looking for cycles the inventory's
+    # validation has already refused)
+    waiting = {n: len(ps) for n, ps in preds.items()}
+    successors: dict[str, list[str]] = {n: [] for n in preds}
+    for n, ps in preds.items():
+        for p in ps:
+            successors[p].append(n)
+    ready = [n for n, count in waiting.items() if not count]
+    level = dict.fromkeys(preds, 0)
+    done = 0
+    while ready:
+        n = ready.pop()
+        done += 1
+        for succ in successors[n]:
+            level[succ] = max(level[succ], level[n] + 1)
+            waiting[succ] -= 1
+            if not waiting[succ]:
+                ready.append(succ)
+    if done < len(preds):
+        raise CycleError("nodes are in a cycle", sorted(n for n in preds if waiting[n]))
     return level
 
 
@@ -430,7 +447,15 @@ def plan_id_of(document: Mapping[str, object]) -> str:
 
 
 def canonical_json(document: object) -> str:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """``json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, byte for byte.
+
+    orjson writes it (sorted keys, no spaces, UTF-8 unescaped) in a tenth of the time: 8 ms instead of
+    75 ms for a 15,000-step restore plan, which hashes it once when planned and once when loaded. What
+    orjson does not write (an integer past 64 bits in an edited plan) goes to the standard library."""
+    try:
+        return orjson.dumps(document, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+    except orjson.JSONEncodeError:
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 WHOLE_SITE = Scope()
@@ -472,7 +497,8 @@ def plan_to_json(plan: Plan) -> str:
     """The §4 document, byte-for-byte deterministic: exactly ``json.dumps(doc, indent=2,
     ensure_ascii=False)``, written by orjson (the standard library's indenting encoder is pure
     Python: 0.27 s for a 15,000-step restore plan, orjson 0.02 s)."""
-    return orjson.dumps(plan.as_dict(), option=orjson.OPT_INDENT_2).decode("utf-8") + "\n"
+    with gc_paused():  # 90,000 short-lived containers for a 15,000-step plan: nothing for a collector to find
+        return orjson.dumps(plan.as_dict(), option=orjson.OPT_INDENT_2).decode("utf-8") + "\n"
 
 
 def plan_from_dict(document: Mapping[str, object]) -> Plan:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from graphlib import CycleError
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import GeneratedInventory, dump, inventories, scoped_inventories
 
 from orchestrator.inventory import validate_text
 from orchestrator.model import Action, Inventory, Mode, Phase, Plan, Scope
-from orchestrator.planner import build_plan, plan_from_dict, plan_to_json
+from orchestrator.planner import _levels, build_plan, canonical_json, plan_from_dict, plan_to_json
 
 PROPERTY_SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -257,3 +259,45 @@ def test_plan_document_round_trips(case: tuple[GeneratedInventory, Scope], mode:
     again = plan_from_dict(json.loads(plan_to_json(plan)))
     assert again == plan
     assert plan_to_json(again) == plan_to_json(plan)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES)
+@settings(max_examples=300, deadline=None)
+def test_canonical_json_is_the_standard_librarys_byte_for_byte(document: object) -> None:
+    """plan_id hashes this text: orjson must write exactly what json.dumps wrote, so plans made before
+    keep their plan_id (any text, integers past 64 bits included)."""
+    assert canonical_json(document) == json.dumps(document, sort_keys=True, separators=(",", ":"),
+                                                  ensure_ascii=False)
+
+
+@given(st.integers(min_value=1, max_value=30).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=3 * n))))
+@settings(max_examples=200, deadline=None)
+def test_levels_are_longest_paths_and_cycles_are_refused(case: tuple[int, list[tuple[int, int]]]) -> None:
+    """A node's level is the length of the longest chain of predecessors below it; a cycle raises."""
+    n, pairs = case
+    nodes = [f"n{i}" for i in range(n)]
+    edges: dict[str, list[str]] = {}
+    for a, b in pairs:
+        edges.setdefault(nodes[a], []).append(nodes[b])  # nodes[a] comes after nodes[b]
+    edges.setdefault(nodes[0], []).append("outside")  # predecessors outside the nodes are ignored
+
+    def longest(node: str, path: tuple[str, ...]) -> int | None:
+        if node in path:
+            return None
+        below = [longest(p, (*path, node)) for p in edges.get(node, ()) if p in nodes and p != node]
+        return None if None in below else 1 + max((b for b in below if b is not None), default=-1)
+
+    expected = {node: longest(node, ()) for node in nodes}
+    if None in expected.values():
+        with pytest.raises(CycleError):
+            _levels(nodes, edges)
+    else:
+        assert _levels(nodes, edges) == expected
