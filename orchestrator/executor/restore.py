@@ -99,6 +99,8 @@ def check_integrity(ctx: RunContext, step: Step) -> Outcome:
         ctx.rec.emit("integrity-finding", host=host.name, **d)
     evidence: dict[str, Any] = {"differences": diffs, "baseline_taken": result.baseline_taken,
                                 "baseline_signature": _baseline_signature(ctx, host)}
+    if result.collections > 1:
+        evidence["collections"] = result.collections  # a part could not be read at first
     ctx.verification(step, Verification(result.clean, "integrity", evidence))
     if not result.clean:
         paths = ", ".join(f"{d['category']} {d['path']}" for d in diffs[:20])

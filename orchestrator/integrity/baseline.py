@@ -4,6 +4,7 @@ suspect), and a check of a host against its newest baseline; both over many host
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from orchestrator.journal import Journal
 
 T = TypeVar("T")
+
+COLLECT_ATTEMPTS = 3  # collections of a host at most, while a part of it could not be read
+RECOLLECT_PAUSE_S = 2.0
 
 
 class BaselineRefused(IntegrityError):  # noqa: N818 - a refusal by a safety interlock, not a bug
@@ -97,14 +101,24 @@ def check_host(ssh: CommandRunner, inventory: Inventory, host: str, settings: Se
     _host_or_error(inventory, host)
     baseline = read_baseline(host, settings)  # before touching the host: no baseline, no check
     roots = tuple(dict.fromkeys((*baseline.roots, *host_roots(inventory, host))))
+    started = time.monotonic()
     collected = collect(ssh, host, roots)
+    attempts = 1
+    # A part the host could not read now (a busy host's `systemctl list-unit-files` times out while
+    # 30 machines boot) is collected again before the check gives up on it: a host is never
+    # quarantined for being slow. What still cannot be read stays a difference: not proven clean.
+    while collected.snapshot.failed_sections() and attempts < COLLECT_ATTEMPTS:
+        time.sleep(RECOLLECT_PAUSE_S)
+        collected = collect(ssh, host, roots)
+        attempts += 1
     differences = diff_snapshots(baseline.snapshot, collected.snapshot)
     return IntegrityResult(
         host=host,
         differences=differences,
         baseline_taken=baseline.taken,
         checked=now(),
-        duration_s=collected.duration_s,
+        duration_s=time.monotonic() - started,
+        collections=attempts,
     )
 
 

@@ -65,6 +65,7 @@ class IntegrityResult:
     baseline_taken: str
     checked: str
     duration_s: float = 0.0
+    collections: int = 1  # more than one when a part could not be read at first (collected again)
 
     @property
     def clean(self) -> bool:
@@ -80,6 +81,7 @@ class IntegrityResult:
             "baseline_taken": self.baseline_taken,
             "checked": self.checked,
             "duration_s": round(self.duration_s, 3),
+            "collections": self.collections,
             "differences": [d.as_dict() for d in self.differences],
         }
 

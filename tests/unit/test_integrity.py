@@ -366,6 +366,37 @@ def test_capture_refuses_to_write_a_baseline_with_a_section_that_failed(settings
     assert not list(settings.baselines_dir.glob("web1*/*")) and not (settings.baselines_dir / "web1.json").exists()
 
 
+class BusyHost(FakeRunner):
+    """A host whose `systemctl list-unit-files` times out the first ``busy`` times it is asked."""
+
+    def __init__(self, text: str, busy: int) -> None:
+        super().__init__(text)
+        self.busy = busy
+
+    def run(self, host: str, command: str, timeout_s: float = 30.0, *, stdin: str | None = None) -> CommandResult:
+        result = super().run(host, command, timeout_s, stdin=stdin)
+        if " state" in command and self.busy:
+            self.busy -= 1
+            return CommandResult(host, command, 0, _unit_files_failed(result.stdout), "", 0.01)
+        return result
+
+
+@pytest.mark.parametrize(("busy", "clean", "collections"), [(0, True, 1), (2, True, 3), (3, False, 3)])
+def test_a_part_not_read_is_collected_again_before_the_check_gives_up(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, busy: int, clean: bool, collections: int,
+) -> None:
+    """A busy host is not quarantined for a timed-out systemctl: the check collects it again, up to
+    three times in all; what still cannot be read is a difference (not proven clean)."""
+    monkeypatch.setattr("orchestrator.integrity.baseline.RECOLLECT_PAUSE_S", 0.0)
+    capture_baseline(FakeRunner(collector_text()), _inventory(), "web1", settings)
+    host = BusyHost(collector_text(), busy)
+    result = check_host(host, _inventory(), "web1", settings)
+    assert result.clean is clean and result.collections == collections
+    assert sum(" state" in c for c in host.calls) == collections
+    if not clean:
+        assert [(d.category, d.path) for d in result.differences] == [("collector", "(unit_files)")]
+
+
 def test_check_names_every_difference(settings: Settings) -> None:
     capture_baseline(FakeRunner(collector_text()), _inventory(), "web1", settings)
     tampered = FakeRunner(
