@@ -324,13 +324,13 @@ class _RunnerEvents:
 
     def __init__(self, playbook: str, ident: str, mask: Masker, emit: EventSink,
                  on_result: Callable[[Mapping[str, Any]], None] | None,
-                 on_start: Callable[[object], object] | None = None, *, journal_starts: bool = True) -> None:
+                 on_start: Callable[[], object] | None = None, *, journal_starts: bool = True) -> None:
         self.playbook = playbook
         self.ident = ident
         self.mask = mask
         self.emit = emit
         self.on_result = on_result
-        self.on_start = on_start  # given the pid of the first event (ansible-playbook's start), once
+        self.on_start = on_start  # called at the first event (ansible-playbook's start), before it is journaled
         self.journal_starts = journal_starts  # False: a task's start is kept (outcomes), not sent to the sink
         self.events: list[Mapping[str, Any]] = []
         self.sink_failure: list[BaseException] = []
@@ -338,7 +338,7 @@ class _RunnerEvents:
     def on_event(self, event: dict[str, Any]) -> bool:
         if not self.events and self.on_start is not None:
             with contextlib.suppress(Exception):  # a caller's hook must never break the run
-                self.on_start(event.get("pid"))
+                self.on_start()
         self.events.append(event)
         mapped = sink_event(event, self.playbook, self.ident, self.mask)
         if mapped is not None and not self.journal_starts and mapped.get("status") == "started":
@@ -362,7 +362,7 @@ def armed_release_nice() -> int | None:
 
     The armed run forks one worker per host while containment is still proving its cuts and the
     first hosts go down; on a busy controller that preparation should take only what the critical
-    path leaves, so its ``ansible-playbook`` waits at nice +10 (``lower_priority_of_child``) and each
+    path leaves, so its ``ansible-playbook`` waits at nice +10 (``BornLowered``) and each
     worker takes this value back at its release, before it sends anything (``raw_when_released``'s
     ``release_nice``): the stop command itself is never slowed. None when a worker could not take it
     back (raising a priority needs root): then the run keeps the orchestrator's priority throughout."""
@@ -371,21 +371,39 @@ def armed_release_nice() -> int | None:
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
-def lower_priority_of_child(pid: object, step: int = ARMED_NICE_STEP) -> bool:
-    """``pid``'s CPU priority lowered by ``step`` (its nice value raised), when ``pid`` is a process
-    this one started (its parent is this process: never anyone else's, whatever an event says).
-    True when done. Linux: the workers ``ansible-playbook`` forks afterwards inherit it."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        if parent != os.getpid():
-            return False
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + step))
-    except (OSError, ValueError, IndexError):
-        return False
-    return True
+class BornLowered:
+    """``ansible-playbook`` started at a lower CPU priority (its nice value ``step`` higher) from its
+    first instruction: its start and the workers it forks then take only what the rest leaves.
+
+    Linux keeps the nice value per thread and a forked process inherits its thread's. ansible-runner
+    reports the status "running" just before it forks ``ansible-playbook``: the thread that starts
+    the run lowers itself then (``on_status``), and takes its own priority back (``restore``) at the
+    run's first sign of life (its first event, or its first poll a second later, whichever comes
+    first), before it writes anything that other threads wait for (the journal). Raising a priority
+    back needs root: a caller that is not root must not use this."""
+
+    def __init__(self, step: int = ARMED_NICE_STEP) -> None:
+        self.step = step
+        self._thread: int | None = None
+        self._was: int | None = None
+
+    def on_status(self, status: Mapping[str, Any], **_: Any) -> None:
+        """ansible-runner's ``status_handler``."""
+        if status.get("status") != "running" or self._thread is not None:
+            return
+        thread = threading.get_native_id()
+        with contextlib.suppress(OSError):
+            was = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, was + self.step))
+            self._thread, self._was = thread, was
+
+    def restore(self) -> None:
+        """The starting thread's own priority back (idempotent; only from that thread)."""
+        if self._was is None or threading.get_native_id() != self._thread:
+            return
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self._thread, self._was)
+        self._was = None
 
 
 class AnsibleArmedStops:
@@ -498,8 +516,8 @@ class AnsibleDriver:
         ``control_dir`` points SSH at connections already open there (``open_connections``);
         without it the run gets a control directory of its own, removed when it ends.
         ``forks``: this run's own bound (an armed stop run needs one worker per host), else the driver's.
-        ``lower_priority``: ``ansible-playbook`` lowered to nice +10 as it starts (its first event),
-        before it forks its workers: preparation that should take only what the rest leaves.
+        ``lower_priority``: ``ansible-playbook`` started at nice +10 (``BornLowered``), and so the
+        workers it forks: preparation that should take only what the rest leaves.
         ``journal_starts=False``: a task's start is not sent to the event sink (an armed run's tasks
         start by waiting, nothing sent: one durable journal record per host for that would only
         compete with containment's records); the results are, and the outcomes still see the starts.
@@ -517,8 +535,15 @@ class AnsibleDriver:
         inventory_file = self._write_inventory(ident, ansible_inventory)
         self._emit({"type": "ansible.playbook", "phase": "start", "playbook": path.name, "run": ident,
                     "hosts": list(hosts), "timeout_s": timeout_s})
+        lowered = BornLowered() if lower_priority else None
         collected = _RunnerEvents(path.name, ident, self._mask, self._emit, on_result,
-                                  lower_priority_of_child if lower_priority else None, journal_starts=journal_starts)
+                                  lowered.restore if lowered is not None else None, journal_starts=journal_starts)
+
+        def cancelled() -> bool:
+            if lowered is not None:
+                lowered.restore()
+            return bool(collected.sink_failure)
+
         own_control_dir = control_dir is None
         if control_dir is None:
             control_dir = private_dir(self.control_path_dir() / ident[-8:])
@@ -540,9 +565,12 @@ class AnsibleDriver:
                 suppress_env_files=True,
                 timeout=max(1, round(timeout_s)),
                 event_handler=collected.on_event,
-                cancel_callback=lambda: bool(collected.sink_failure),
+                cancel_callback=cancelled,
+                **({"status_handler": lowered.on_status} if lowered is not None else {}),
             )
         finally:
+            if lowered is not None:
+                lowered.restore()
             self._scrub_command_artifact(artifact_root / ident)
             if own_control_dir:
                 shutil.rmtree(control_dir, ignore_errors=True)  # idle masters exit after ControlPersist
@@ -620,8 +648,8 @@ class AnsibleDriver:
         names = list(dict.fromkeys(hosts))
         release_dir = self.work_dir / f"release-{uuid.uuid4().hex[:8]}"
         private_mkdir(release_dir)
-        armed = AnsibleArmedStops(names, release_dir, self._masters)
-        masters = self._masters
+        masters = self._stop_masters()  # opened later (open_connections): the workers connect at release
+        armed = AnsibleArmedStops(names, release_dir, masters)
         on_result = None if on_power_off is None else _power_off_reporter(on_power_off)
         nice = armed_release_nice()
         armed.start(partial(
@@ -630,7 +658,7 @@ class AnsibleDriver:
                        **({} if nice is None else {"stop_host_release_nice": nice})},
             timeout_s=wait_s + 120, on_result=on_result, forks=len(names), lower_priority=nice is not None,
             journal_starts=False,
-            control_dir=masters.control_dir if masters is not None else None))
+            control_dir=masters.control_dir))
         return armed
 
     def _refuse_kept(self, hosts: Sequence[str]) -> None:
@@ -657,12 +685,15 @@ class AnsibleDriver:
         wanted = [h for h in hosts if h not in kept and h in self.inventory.hosts]
         if not wanted:
             return
+        self._stop_masters().open(wanted)
+
+    def _stop_masters(self) -> SshMasters:
+        """The stops' control masters (none opened yet when first asked): one directory for the run."""
         with self._masters_lock:
             if self._masters is None:
                 directory = self.control_path_dir() / f"open-{uuid.uuid4().hex[:3]}"
                 self._masters = SshMasters(self.inventory, directory, on_opened=self._emit_opened)
-            masters = self._masters
-        masters.open(wanted)
+            return self._masters
 
     def _emit_opened(self, event: dict[str, Any]) -> None:
         failed = event.get("failed") or {}

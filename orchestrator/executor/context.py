@@ -275,6 +275,7 @@ class RunContext:
     # reads the config back: the step's reachability proof need not wait for that read.
     device_sent: dict[str, threading.Event] = field(default_factory=dict)
     background: list[ThreadPoolExecutor] = field(default_factory=list)  # stop playbooks still ending
+    stop_run_armed: bool = False  # the armed stop run was started (or could not be: journaled)
     stop_connections_opened: bool = False
     armed_stops: ArmedStopRun | None = None  # the shutdown's stops, started ahead, released host by host
     # Each host's "before" probe for its stop (off already? SSH answering?), taken ahead in the background.

@@ -26,24 +26,33 @@ PROBES_AHEAD_AT_ONCE = 4
 
 
 def open_stop_connections(ctx: RunContext, wave: Wave) -> None:
-    """Hosts to be stopped get their SSH connections opened in the background, in wave order,
-    so each stop wave starts on connections already up (AnsibleDriver.open_connections), with the
-    armed stop run and the "before" probes. Begun once containment is verified, never beside it:
-    started after the backups instead, this preparation (the armed ``ansible-playbook`` starting,
-    handshakes, probes) delayed the cuts' commands by a second and containment by two (bench
-    journals, 100-host lab); the shutdown's total stayed within its spread without the head start."""
-    if ctx.stop_connections_opened or ctx.options.dry_run:
+    """Preparation for the stops, in the background, in plan order, so each host's stop starts on
+    what is already up, in two parts:
+
+    * the armed stop run (``_arm``), started once the backups are taken, beside the cuts: its
+      ``ansible-playbook`` is born at nice +10 (``BornLowered``), so its start and its hundred
+      forked workers take only the CPU containment leaves, and they are ready when the first
+      hosts are released instead of being started then;
+    * the SSH connections (``AnsibleDriver.open_connections``) and the "before" probes, once
+      containment is verified, never beside it: at full priority, their handshakes delayed the
+      cuts' commands by a second (bench journals, 100-host lab)."""
+    if ctx.options.dry_run or ctx.stop_connections_opened:
         return
-    if wave.phase is Phase.CONTAIN:
-        return
-    ctx.stop_connections_opened = True
+    if wave.phase is Phase.CONTAIN and any(s.action is Action.BACKUP_CONFIG for s in wave.steps):
+        return  # the backups go first: nothing is changed before them
     hosts = [s.target for s in ctx.plan.steps() if s.action is Action.STOP_HOST and not ctx.done(s.id)
              and not ctx.inventory.hosts[s.target].never_ssh]
-    if hosts:
-        with contextlib.suppress(Exception):  # only a head start: the stop waves connect anyway
-            ctx.drivers.ansible.open_connections(hosts)
+    if not hosts:
+        return
+    if not ctx.stop_run_armed:
+        ctx.stop_run_armed = True
         _arm(ctx, hosts[:ARMED_STOPS_MAX])
-        _probe_ahead(ctx, hosts)
+    if wave.phase is Phase.CONTAIN or ctx.stop_connections_opened:
+        return
+    ctx.stop_connections_opened = True
+    with contextlib.suppress(Exception):  # only a head start: the stop waves connect anyway
+        ctx.drivers.ansible.open_connections(hosts)
+    _probe_ahead(ctx, hosts)
 
 
 def _probe_ahead(ctx: RunContext, hosts: list[str]) -> None:

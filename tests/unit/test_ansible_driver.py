@@ -24,6 +24,7 @@ from orchestrator.drivers import ssh_masters
 from orchestrator.drivers.ansible import (
     POWER_OFF_TASK_PREFIX,
     AnsibleDriver,
+    BornLowered,
     Masker,
     default_playbooks_dir,
     host_outcomes,
@@ -686,3 +687,31 @@ def test_inventory_file_and_extravars_reach_ansible_marked_unsafe(inventory: Inv
     assert services and hv["services"] == [{"__ansible_unsafe": s} for s in services]
     with pytest.raises(UsageError):
         driver.run_playbook("check-health.yml", ["ant-emr-db1"], host_vars={"ant-emr-db1": {"ansible_port": 2}})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="taking a priority back needs root")
+def test_a_process_started_after_the_running_status_is_born_lower_and_the_thread_takes_its_own_back() -> None:
+    """ansible-runner says "running" just before it forks ansible-playbook: what the thread forks
+    then runs at nice +10 from its first instruction; the thread itself is back at its own priority
+    once restored (it writes the journal), and other threads are never touched."""
+    seen: dict[str, int] = {}
+
+    def starter() -> None:
+        own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        lowered = BornLowered()
+        lowered.on_status({"status": "starting"})
+        seen["before"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - own
+        lowered.on_status({"status": "running"}, runner_config=None)
+        child = subprocess.run(["sh", "-c", "cut -d' ' -f19 /proc/self/stat"], capture_output=True, text=True,
+                               check=True)
+        seen["child"] = int(child.stdout) - own
+        lowered.restore()
+        lowered.restore()  # idempotent
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - own
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=starter)
+    thread.start()
+    thread.join()
+    assert seen == {"before": 0, "child": min(19, main_before + 10) - main_before, "after": 0}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before

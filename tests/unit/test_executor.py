@@ -225,19 +225,26 @@ def test_a_dry_run_touches_nothing_and_has_no_milestones(
 # --------------------------------------------------------------------------------------------
 
 
-def test_stop_connections_are_opened_once_contained_in_wave_order(
+def test_stop_run_is_armed_after_the_backups_and_connections_opened_once_contained(
     inventory: Inventory, campus: FakeCampus, tmp_path: Path
 ) -> None:
-    """Nothing of the stops' preparation runs beside containment (it delayed the cuts by a second):
-    the connections are opened once the last containment change is verified, before the first stop."""
+    """The stops' preparation never goes before the backups: the armed stop run (born at a lower
+    priority) starts once every backup is taken, before the first cut; the connections and probes,
+    whose handshakes delayed the cuts by a second, are opened once the last containment change is
+    verified, before the first stop. Both in wave order, never for a kept host."""
     plan = build_plan(inventory, Mode.SHUTDOWN)
     ran = execute(inventory, plan, tmp_path)
     assert ran.result.exit_code == 0, ran.result.left
+    stops = [s.target for s in plan.steps() if s.id.startswith("stop-host:")]
+    [armed] = campus.entries("arm_stops")
     [opened] = campus.entries("open_connections")
-    assert list(opened[1]) == [s.target for s in plan.steps() if s.id.startswith("stop-host:")]
+    assert list(armed[1]) == list(opened[1]) == stops
     assert not set(opened[1]) & set(inventory.keep_reasons())
-    last_change = max(campus.index(*e) for e in campus.log if e[0] == "apply")
-    first_stop = min(campus.index(*e) for e in campus.log if e[0] in ("stop_hosts", "arm_stops", "release"))
+    last_backup = max(campus.index(*e) for e in campus.entries("backup"))
+    first_change = min(campus.index(*e) for e in campus.entries("apply"))
+    last_change = max(campus.index(*e) for e in campus.entries("apply"))
+    first_stop = min(campus.index(*e) for e in campus.log if e[0] in ("stop_hosts", "release"))
+    assert last_backup < campus.index(*armed) < first_change, "armed after the backups, before the cuts"
     assert last_change < campus.index(*opened) < first_stop, "opened after containment, before the first stop"
     contained = next(e for e in ran.of("milestone") if e["name"] == "contained")
     assert ran.records.index(contained) < min(ran.records.index(e) for e in ran.of("step-started")

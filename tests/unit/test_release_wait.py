@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from orchestrator.drivers.ansible import ARMED_NICE_STEP, armed_release_nice, lower_priority_of_child
+from orchestrator.drivers.ansible import ARMED_NICE_STEP, armed_release_nice
 from orchestrator.storage import write_new
 
 PLUGIN = Path(__file__).resolve().parents[2] / "playbooks" / "action_plugins" / "raw_when_released.py"
@@ -124,21 +123,6 @@ def test_a_released_worker_takes_the_orchestrators_priority_back(plugin: ModuleT
         return lowered, os.getpriority(os.PRIO_PROCESS, 0)
 
     assert in_thread(lowered_then_released) == (min(19, base + ARMED_NICE_STEP), base)
-
-
-def test_only_a_process_this_one_started_is_lowered() -> None:
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    child = subprocess.Popen(["sleep", "30"])
-    try:
-        assert lower_priority_of_child(child.pid)
-        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, base + ARMED_NICE_STEP)
-    finally:
-        child.kill()
-        child.wait()
-    others = [os.getpid(), os.getppid(), 1, 0, -5, True, "123", None, child.pid]  # the last: gone by now
-    before = {pid: os.getpriority(os.PRIO_PROCESS, pid) for pid in (os.getpid(), os.getppid(), 1)}
-    assert not any(lower_priority_of_child(pid) for pid in others)
-    assert {pid: os.getpriority(os.PRIO_PROCESS, pid) for pid in before} == before
 
 
 @pytest.mark.parametrize("nice", [None, "", "-21", "20", "zero", "0; rm -rf /"])
