@@ -29,14 +29,13 @@ def open_stop_connections(ctx: RunContext, wave: Wave) -> None:
     """Preparation for the stops, in the background, in plan order, so each host's stop starts on
     what is already up, in two parts:
 
-    * once the backups are taken, beside the cuts: the armed stop run (``_arm``), whose
-      ``ansible-playbook`` is born at nice +10 (``BornLowered``), so its start and its forked
-      workers take only the CPU containment leaves and are ready when the first hosts are released;
-      and each host's "before" probe (``_probe_ahead``: the power driver's word and a TCP connect,
-      a few at a time), which each release waits for;
-    * once containment is verified, never beside it: the SSH connections
-      (``AnsibleDriver.open_connections``), whose handshakes delayed the cuts' commands by a second
-      (bench journals, 100-host lab)."""
+    * the armed stop run (``_arm``), started once the backups are taken, beside the cuts: its
+      ``ansible-playbook`` is born at nice +10 (``BornLowered``), so its start and its hundred
+      forked workers take only the CPU containment leaves, and they are ready when the first
+      hosts are released instead of being started then;
+    * the SSH connections (``AnsibleDriver.open_connections``) and the "before" probes, once
+      containment is verified, never beside it: at full priority, their handshakes delayed the
+      cuts' commands by a second (bench journals, 100-host lab)."""
     if ctx.options.dry_run or ctx.stop_connections_opened:
         return
     if wave.phase is Phase.CONTAIN and any(s.action is Action.BACKUP_CONFIG for s in wave.steps):
@@ -48,12 +47,12 @@ def open_stop_connections(ctx: RunContext, wave: Wave) -> None:
     if not ctx.stop_run_armed:
         ctx.stop_run_armed = True
         _arm(ctx, hosts[:ARMED_STOPS_MAX])
-        _probe_ahead(ctx, hosts)
-    if wave.phase is Phase.CONTAIN:
+    if wave.phase is Phase.CONTAIN or ctx.stop_connections_opened:
         return
     ctx.stop_connections_opened = True
     with contextlib.suppress(Exception):  # only a head start: the stop waves connect anyway
         ctx.drivers.ansible.open_connections(hosts)
+    _probe_ahead(ctx, hosts)
 
 
 def _probe_ahead(ctx: RunContext, hosts: list[str]) -> None:

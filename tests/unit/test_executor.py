@@ -229,9 +229,9 @@ def test_stop_run_is_armed_after_the_backups_and_connections_opened_once_contain
     inventory: Inventory, campus: FakeCampus, tmp_path: Path
 ) -> None:
     """The stops' preparation never goes before the backups: the armed stop run (born at a lower
-    priority) and the "before" probes start once every backup is taken, before the first cut; the
-    connections, whose handshakes delayed the cuts by a second, are opened once the last containment
-    change is verified, before the first stop. Both in wave order, never for a kept host."""
+    priority) starts once every backup is taken, before the first cut; the connections and probes,
+    whose handshakes delayed the cuts by a second, are opened once the last containment change is
+    verified, before the first stop. Both in wave order, never for a kept host."""
     plan = build_plan(inventory, Mode.SHUTDOWN)
     ran = execute(inventory, plan, tmp_path)
     assert ran.result.exit_code == 0, ran.result.left
