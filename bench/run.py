@@ -231,6 +231,7 @@ class ProductRun:
     ok: bool
     problem: str = ""
     breakdown: list[str] = field(default_factory=list)
+    contained_s: float | None = None  # a full shutdown's time_to_containment_s
 
 
 def run_product(bin_dir: Path, inventory_path: Path, state_dir: Path, *, label: str,
@@ -265,6 +266,9 @@ def run_product(bin_dir: Path, inventory_path: Path, state_dir: Path, *, label: 
                      res.max_rss_mb, res.peak_tree_mb, run_dir, ok, problem)
     if run_dir is not None and (run_dir / "journal.jsonl").exists():
         run.breakdown = journal_breakdown(run_dir / "journal.jsonl")
+    contained = result.get("time_to_containment_s")
+    if label == "shutdown" and isinstance(contained, (int, float)):
+        run.contained_s = float(contained)
     return run
 
 
@@ -488,6 +492,8 @@ def _record_product(run: ProductRun, label: str, n: str, figures: dict[str, list
                     problems: list[str]) -> None:
     if run.seconds is not None:
         figures.setdefault(f"{label}-{n}-hosts", []).append(run.seconds)
+    if run.contained_s is not None:  # containment inside the full shutdown, beside the stops' preparation
+        figures.setdefault(f"contain-in-shutdown-{n}-hosts", []).append(run.contained_s)
     figures.setdefault(f"{label}-{n}-hosts-wall", []).append(run.wall_s)
     figures.setdefault("peak-rss-mb", []).append(run.max_rss_mb)
     if run.peak_tree_mb is not None:
