@@ -34,8 +34,9 @@ def open_stop_connections(ctx: RunContext, wave: Wave) -> None:
       forked workers take only the CPU containment leaves, and they are ready when the first
       hosts are released instead of being started then;
     * the SSH connections (``AnsibleDriver.open_connections``) and the "before" probes, once
-      containment is verified, never beside it: at full priority, their handshakes delayed the
-      cuts' commands by a second (bench journals, 100-host lab)."""
+      containment is verified, never beside it: the connections' handshakes delayed the cuts'
+      commands by a second, and the probes' TCP connects (an sshd fork each on the hosts) cost
+      containment 0.6 s for no shutdown time (bench journals and A/B runs, 100-host lab)."""
     if ctx.options.dry_run or ctx.stop_connections_opened:
         return
     if wave.phase is Phase.CONTAIN and any(s.action is Action.BACKUP_CONFIG for s in wave.steps):

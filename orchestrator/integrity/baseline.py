@@ -14,7 +14,7 @@ from orchestrator import storage
 from orchestrator.config import Settings
 from orchestrator.errors import IntegrityError, OrchestratorError, UsageError
 from orchestrator.integrity.collector import CommandRunner, collect, collector_script, host_roots
-from orchestrator.integrity.diff import IntegrityResult, diff_snapshots
+from orchestrator.integrity.diff import IntegrityResult, diff_snapshots, ordered
 from orchestrator.integrity.snapshot import VOLATILE_FILES
 from orchestrator.integrity.store import (
     BASELINE_SCHEMA,
@@ -103,15 +103,20 @@ def check_host(ssh: CommandRunner, inventory: Inventory, host: str, settings: Se
     roots = tuple(dict.fromkeys((*baseline.roots, *host_roots(inventory, host))))
     started = time.monotonic()
     collected = collect(ssh, host, roots)
+    differences = diff_snapshots(baseline.snapshot, collected.snapshot)
     attempts = 1
     # A part the host could not read now (a busy host's `systemctl list-unit-files` times out while
-    # 30 machines boot) is collected again before the check gives up on it: a host is never
-    # quarantined for being slow. What still cannot be read stays a difference: not proven clean.
+    # 30 machines boot) is collected again before the check gives up on it: one slow answer does not
+    # quarantine a host. What still cannot be read stays a difference (not proven clean), and a
+    # difference seen in any collection counts: a host cannot clean up between two collections.
+    seen = {d for d in differences if d.category != "collector"}
     while collected.snapshot.failed_sections() and attempts < COLLECT_ATTEMPTS:
         time.sleep(RECOLLECT_PAUSE_S)
         collected = collect(ssh, host, roots)
         attempts += 1
-    differences = diff_snapshots(baseline.snapshot, collected.snapshot)
+        differences = diff_snapshots(baseline.snapshot, collected.snapshot)
+        seen.update(d for d in differences if d.category != "collector")
+    differences = ordered({*differences, *seen})
     return IntegrityResult(
         host=host,
         differences=differences,

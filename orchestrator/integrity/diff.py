@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -101,8 +101,13 @@ def diff_snapshots(old: Snapshot, new: Snapshot) -> tuple[Difference, ...]:
         before, after = getattr(old, name), getattr(new, name)
         if before is not None and after is not None:
             out += compare(before, after)
+    return ordered(out)
+
+
+def ordered(differences: Iterable[Difference]) -> tuple[Difference, ...]:
+    """Differences by category (in CATEGORIES order), then path and detail."""
     order = {c: i for i, c in enumerate(CATEGORIES)}
-    return tuple(sorted(out, key=lambda d: (order.get(d.category, len(order)), d.path, d.detail)))
+    return tuple(sorted(differences, key=lambda d: (order.get(d.category, len(order)), d.path, d.detail)))
 
 
 def _sections_gone(old: Snapshot, new: Snapshot) -> list[Difference]:

@@ -397,6 +397,31 @@ def test_a_part_not_read_is_collected_again_before_the_check_gives_up(
         assert [(d.category, d.path) for d in result.differences] == [("collector", "(unit_files)")]
 
 
+class ChangingHost(FakeRunner):
+    """A host that answers the collector's "state" part with each of ``states`` in turn."""
+
+    def __init__(self, states: list[str]) -> None:
+        super().__init__(states[-1])
+        self.states = states
+
+    def run(self, host: str, command: str, timeout_s: float = 30.0, *, stdin: str | None = None) -> CommandResult:
+        result = super().run(host, command, timeout_s, stdin=stdin)
+        if " state" in command and len(self.states) > 1:
+            return CommandResult(host, command, 0, self.states.pop(0), "", 0.01)
+        return result
+
+
+def test_a_difference_seen_in_any_collection_counts(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that shows a planted file while a part could not be read, then hides it in the next
+    collection, is not clean: what one collection saw is kept."""
+    monkeypatch.setattr("orchestrator.integrity.baseline.RECOLLECT_PAUSE_S", 0.0)
+    capture_baseline(FakeRunner(collector_text()), _inventory(), "web1", settings)
+    planted = collector_text(files=[f"{H1}  /usr/bin/ls", f"\\{H1}  /etc/odd\\nname", f"{H2}  /usr/local/bin/planted"])
+    result = check_host(ChangingHost([_unit_files_failed(planted), collector_text()]), _inventory(), "web1", settings)
+    assert result.collections == 2
+    assert [(d.category, d.path) for d in result.differences] == [("file-added", "/usr/local/bin/planted")]
+
+
 def test_check_names_every_difference(settings: Settings) -> None:
     capture_baseline(FakeRunner(collector_text()), _inventory(), "web1", settings)
     tampered = FakeRunner(
