@@ -110,7 +110,7 @@ import secrets as _secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -129,15 +129,10 @@ TORN_SUFFIX = ".torn"
 
 RESERVED_FIELDS = frozenset({"schema_version", "seq", "prev", "run_id", "ts", "mono", "type", HMAC_FIELD})
 
-Event = tuple[str, Mapping[str, Any]]  # (type, fields): one record to come, for ``emit_many``
-
-
 class EventSink(Protocol):
     """Where the executor sends events. The journal is one; a live progress view can be another."""
 
     def emit(self, type: str, **fields: Any) -> dict[str, Any]: ...
-
-    def emit_many(self, events: Sequence[Event]) -> list[dict[str, Any]]: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -662,21 +657,13 @@ class Journal:
         Raises JournalError if it cannot be written; after that the journal refuses further writes
         (a half-written record may be on disk; ``open_existing`` repairs it on resume).
         """
-        return self.emit_many([(type, fields)])[0]
-
-    def emit_many(self, events: Sequence[Event]) -> list[dict[str, Any]]:
-        """Append these events in order, durably, with one write and one fsync: when it returns,
-        every one of them is on disk, exactly as if each had been emitted alone (the same records,
-        the same chain). For what happens together (a batch of steps starting), so the first
-        action does not wait for one fsync per record on a busy disk. Raises as ``emit``."""
-        for kind, payload in events:
-            clash = RESERVED_FIELDS.intersection(payload)
-            if clash:
-                raise JournalError(
-                    f"event fields {sorted(clash)} are reserved for the journal",
-                    target=kind,
-                    hint="rename the payload field",
-                )
+        clash = RESERVED_FIELDS.intersection(fields)
+        if clash:
+            raise JournalError(
+                f"event fields {sorted(clash)} are reserved for the journal",
+                target=type,
+                hint="rename the payload field",
+            )
         with self._lock:
             if self._fd is None:
                 raise JournalError("the journal is closed", target=str(self.path))
@@ -686,19 +673,26 @@ class Journal:
                     target=str(self.path),
                     hint="resume the run once the disk problem is fixed: `orchestrator resume RUN_ID`",
                 )
-            records: list[dict[str, Any]] = []
-            lines: list[str] = []
-            prev = self._prev
-            for kind, payload in events:
-                record = self._record(kind, payload, seq=len(self._records) + len(records), prev=prev)
-                line = canonical_line(record)
-                records.append(record)
-                lines.append(line)
-                prev = line_hash(line)
-            if not records:
-                return []
+            fields = dict(fields)
+            plan = fields.pop("plan", None)  # its id is its hash: masked for known secrets only
+            payload = self._masker.value(_jsonable(fields))
+            if plan is not None:
+                payload["plan"] = self._masker.exact(_jsonable(plan))
+            record: dict[str, Any] = {
+                **payload,
+                "schema_version": SCHEMA_VERSION,
+                "seq": len(self._records),
+                "prev": self._prev,
+                "run_id": self.run_id,
+                "ts": utc_timestamp(self._clock() if self._clock else None),
+                "mono": time.monotonic(),
+                "type": self._masker.text(str(type)),
+            }
+            if self._key is not None:
+                record[HMAC_FIELD] = record_mac(record, self._key)
+            line = canonical_line(record)
             try:
-                _write_all(self._fd, "".join(line + "\n" for line in lines).encode("utf-8"))
+                _write_all(self._fd, (line + "\n").encode("utf-8"))
                 os.fsync(self._fd)
             except OSError as exc:
                 self._broken = exc.strerror or str(exc)
@@ -707,33 +701,11 @@ class Journal:
                     target=str(self.path),
                     hint="free disk space or fix the state directory, then `orchestrator resume RUN_ID`",
                 ) from exc
-            self._records.extend(records)
-            self._prev = prev
+            self._records.append(record)
+            self._prev = line_hash(line)
             if self._forwarder is not None:
-                for line, record in zip(lines, records, strict=True):
-                    self._forwarder.submit(line, record)  # never blocks: a bounded queue, a sender thread
-            return [dict(r) for r in records]
-
-    def _record(self, kind: str, given: Mapping[str, Any], *, seq: int, prev: str) -> dict[str, Any]:
-        """One record as it will be written: the payload masked, the journal's own fields, its MAC."""
-        rest = dict(given)
-        plan = rest.pop("plan", None)  # its id is its hash: masked for known secrets only
-        payload = self._masker.value(_jsonable(rest))
-        if plan is not None:
-            payload["plan"] = self._masker.exact(_jsonable(plan))
-        record: dict[str, Any] = {
-            **payload,
-            "schema_version": SCHEMA_VERSION,
-            "seq": seq,
-            "prev": prev,
-            "run_id": self.run_id,
-            "ts": utc_timestamp(self._clock() if self._clock else None),
-            "mono": time.monotonic(),
-            "type": self._masker.text(str(kind)),
-        }
-        if self._key is not None:
-            record[HMAC_FIELD] = record_mac(record, self._key)
-        return record
+                self._forwarder.submit(line, record)  # never blocks: a bounded queue, a sender thread
+            return dict(record)
 
     def _note_forwarder(self, type: str, **fields: Any) -> None:
         """The off-box copy's own notes (collector down, records dropped): journaled, never raised."""

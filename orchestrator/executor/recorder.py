@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.journal import Event, EventSink
+from orchestrator.journal import EventSink
 
 Observer = Callable[[dict[str, Any]], None]
 
@@ -42,15 +42,6 @@ class Recorder:
             record: dict[str, Any] = self.journal.emit(type, **fields)
         self._notify(record)
         return record
-
-    def emit_many(self, events: Sequence[Event]) -> list[dict[str, Any]]:
-        """Events that happen together, journaled with one write and one fsync (``Journal.emit_many``),
-        then shown to the observers in order."""
-        with self._lock:
-            records = self.journal.emit_many(events)
-        for record in records:
-            self._notify(record)
-        return records
 
     def _notify(self, record: dict[str, Any], skip: str | None = None) -> None:
         for observer in self.observers:

@@ -142,7 +142,9 @@ class Executor:
         stops = [s for s in runnable if s.action is Action.STOP_HOST]
         others = [s for s in runnable if s.action is not Action.STOP_HOST]
         if stops:  # a wave that mixes stops with other steps: its stops together, as one batch
-            ctx.rec.emit_many([stopping.started_event(step, wave.index) for step in stops])
+            for step in stops:
+                ctx.rec.emit("step-started", step_id=step.id, action=step.action.value, target=step.target,
+                             wave=wave.index)
             stopping.stop_hosts(ctx, wave.index, stops)
         if others:
             batches = containment.start_device_batches(ctx, others)

@@ -17,7 +17,6 @@ from orchestrator.errors import DriverError, OrchestratorError
 from orchestrator.executor import schedule
 from orchestrator.executor.armed import ARMED_STOPS_MAX, ArmedStopRun, PlaybookProgress
 from orchestrator.executor.context import RunContext
-from orchestrator.journal import Event
 from orchestrator.model import Action, Host, HostOs, Phase, Step, StepResult, StepStatus, Verification, Wave
 
 Before = tuple[Verification, bool]  # a host's off-probe before the wave, and whether SSH answered
@@ -118,14 +117,14 @@ def stop_when_ready(ctx: RunContext, waves: list[Wave], todo: list[Step]) -> Non
     batches = ThreadPoolExecutor(max_workers=max(1, len(todo)), thread_name_prefix="stop-batch")
 
     def launch(ready: list[Step]) -> list[Future[None]]:
-        events: list[Event] = []
         for wave in waves:
             if wave.index not in started and any(wave_of[s.id] == wave.index for s in ready):
                 started.add(wave.index)
-                events.append(("wave-started", {"wave": wave.index, "phase": wave.phase.value,
-                                                "steps": [s.id for s in wave.steps if s.id in todo_ids]}))
-        events += [started_event(step, wave_of[step.id]) for step in ready]
-        ctx.rec.emit_many(events)  # one fsync for the whole batch: its first release waits for none per host
+                ctx.rec.emit("wave-started", wave=wave.index, phase=wave.phase.value,
+                             steps=[s.id for s in wave.steps if s.id in todo_ids])
+        for step in ready:
+            ctx.rec.emit("step-started", step_id=step.id, action=step.action.value, target=step.target,
+                         wave=wave_of[step.id])
         return [batches.submit(stop_hosts, ctx, min(wave_of[s.id] for s in ready), ready)]
 
     try:
@@ -133,11 +132,6 @@ def stop_when_ready(ctx: RunContext, waves: list[Wave], todo: list[Step]) -> Non
     finally:
         batches.shutdown(wait=True)
         stand_down_armed(ctx)
-
-
-def started_event(step: Step, wave: int) -> Event:
-    """A stop's ``step-started`` record, to be journaled with its batch's (``Recorder.emit_many``)."""
-    return "step-started", {"step_id": step.id, "action": step.action.value, "target": step.target, "wave": wave}
 
 
 def _gather_s(ctx: RunContext, todo: list[Step]) -> float:

@@ -22,7 +22,7 @@ from orchestrator.errors import UnreachableError
 from orchestrator.executor import ApprovalPolicy, Executor, Recorder, ResumeState, RunOptions, RunResult
 from orchestrator.integrity import Difference
 from orchestrator.inventory import load_inventory
-from orchestrator.journal import Event, Journal, read_journal, verify_journal
+from orchestrator.journal import Journal, read_journal, verify_journal
 from orchestrator.model import Inventory, Mode, Plan, Step, StepStatus
 from orchestrator.planner import build_plan
 
@@ -734,9 +734,6 @@ def test_a_failing_journal_still_ends_the_run(inventory: Inventory, campus: Fake
 
     class BrokenJournal:
         def emit(self, type: str, **fields: Any) -> dict[str, Any]:
-            raise JournalError("disk full", target="journal.jsonl")
-
-        def emit_many(self, events: Sequence[Event]) -> list[dict[str, Any]]:
             raise JournalError("disk full", target="journal.jsonl")
 
     settings = Settings(state_dir=tmp_path / "state", state_dir_source="cli", forks=8)

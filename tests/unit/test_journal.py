@@ -108,67 +108,6 @@ def test_every_record_is_fsynced_and_the_directory_on_create(tmp_path: Path, mon
     j.close()
 
 
-def test_emit_many_writes_a_batch_with_one_fsync_and_the_same_chain(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch is durable with one fsync and reads exactly like the same records emitted one by one."""
-    calls: list[int] = []
-    real_fsync = os.fsync
-
-    def counting_fsync(fd: int) -> None:
-        calls.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr("orchestrator.journal.os.fsync", counting_fsync)
-    j = Journal.create(tmp_path / "j.jsonl", "r1", secrets=[PASSWORD])
-    j.emit("run-started", mode="shutdown")
-    before = len(calls)
-    batch = j.emit_many([("wave-started", {"wave": 3, "phase": "shutdown", "steps": ["stop-host:a", "stop-host:b"]}),
-                         ("step-started", {"step_id": "stop-host:a", "target": "a", "note": f"pw {PASSWORD}"}),
-                         ("step-started", {"step_id": "stop-host:b", "target": "b"})])
-    assert len(calls) == before + 1
-    assert j.emit_many([]) == [] and len(calls) == before + 1
-    j.emit("run-finished", status="completed")
-    j.close()
-    assert [r["seq"] for r in batch] == [1, 2, 3] and [r["type"] for r in batch] == ["wave-started", "step-started",
-                                                                                     "step-started"]
-    text = (tmp_path / "j.jsonl").read_text(encoding="utf-8")
-    assert PASSWORD not in text  # masked like any single record
-    assert read_journal(tmp_path / "j.jsonl")[1:4] == batch
-    check = verify_journal(tmp_path / "j.jsonl")
-    assert check.ok and check.records == 5 and check.problems == []
-
-
-def test_emit_many_refuses_a_reserved_field_before_writing_anything(tmp_path: Path) -> None:
-    j = Journal.create(tmp_path / "j.jsonl", "r1")
-    j.emit("run-started")
-    with pytest.raises(JournalError, match="reserved"):
-        j.emit_many([("step-started", {"step_id": "a"}), ("step-started", {"seq": 9})])
-    assert len(j.records()) == 1
-    j.emit("run-finished", status="completed")
-    j.close()
-    assert verify_journal(tmp_path / "j.jsonl").ok
-
-
-def test_emit_many_write_failure_keeps_nothing_and_blocks_further_writes(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    j = Journal.create(tmp_path / "j.jsonl", "r1")
-    j.emit("run-started")
-    head = j.head
-
-    def full_disk(fd: int, data: Any) -> int:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr("orchestrator.journal.os.write", full_disk)
-    with pytest.raises(JournalError, match="No space left"):
-        j.emit_many([("step-started", {"step_id": "a"}), ("step-started", {"step_id": "b"})])
-    monkeypatch.undo()
-    assert len(j.records()) == 1 and j.head == head
-    with pytest.raises(JournalError, match="earlier write failed"):
-        j.emit_many([("step-started", {"step_id": "a"})])
-    j.close()
-    assert verify_journal(tmp_path / "j.jsonl").ok
-
-
 def test_create_refuses_an_existing_journal(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     write_journal(path)
