@@ -13,10 +13,11 @@ before acting, no Ansible. What is measured is execution, from "go" to "verified
   ping across its gateway (while it still reaches a neighbour in the segment);
 * stop-host waves: every host of the wave at once gets its services stopped and `systemctl
   poweroff` at once, no delay (the session dropping as the machine goes down is expected: the command
-  is fired, not waited for); the wave is verified when every host's SSH port is closed and the lab
-  power driver says stopped. The SSH connections to the hosts to stop are opened ahead, as the
-  product does: in the background once containment is verified, 4 handshakes at a time, in
-  wave order (a host whose connection is not up yet when its stop comes is connected to then);
+  is fired, not waited for); the wave is verified when every host's SSH port is closed (the product's
+  knock, with its timeout: ``SSH_KNOCK_TIMEOUT_S``) and the lab power driver says stopped. The SSH
+  connections to the hosts to stop are opened ahead, as the product does: in the background once
+  containment is verified, 4 handshakes at a time, in wave order (a host whose connection is not up
+  yet when its stop comes is connected to then);
 * ``dag=True``, the dependency-driven floor: no wave barrier, a host is stopped as soon as every host
   that depends on it (its step's ``requires``) is verified off;
 * restore (``run_restore_floor``): the plan's restore waves; power on through the lab power driver,
@@ -52,7 +53,7 @@ from orchestrator.drivers.netmiko import linux_batch
 from orchestrator.drivers.power import LabPower
 from orchestrator.model import Action, Credential, Host, Inventory, Mode, Phase, Plan, Step, Wave
 from orchestrator.planner import build_plan
-from orchestrator.verify import Probes
+from orchestrator.verify import SSH_KNOCK_TIMEOUT_S, Probes
 
 KEEP_SERVICES = frozenset({"ssh", "sshd", "ssh.service", "sshd.service", "ssh.socket"})  # as stop-host.yml
 T = TypeVar("T")
@@ -190,7 +191,9 @@ def _exec(client: paramiko.SSHClient, command: str, timeout_s: float, *, dropped
         chan.close()
 
 
-def port_open(address: str, port: int = 22, timeout_s: float = 0.5) -> bool:
+def port_open(address: str, port: int = 22, timeout_s: float = SSH_KNOCK_TIMEOUT_S) -> bool:
+    """The product's knock (``Probes.ssh_answers``), with its timeout: a machine that is gone never
+    answers, so each host verified off waits that long, in the floor as in the product."""
     try:
         socket.create_connection((address, port), timeout=timeout_s).close()
     except OSError:

@@ -23,6 +23,13 @@ from orchestrator.drivers.base import PowerDriver, SshRunner
 from orchestrator.errors import DriverError
 from orchestrator.model import ESXI_PORTS, WINDOWS_PORTS, Host, HostOs, Inventory, Verification
 
+# How long a knock on SSH's port waits for an answer before the port counts as closed. A machine that
+# is gone (powered off, its address with it) never answers, so every "off" verified by a knock costs
+# this whole wait; a live host's kernel answers in milliseconds, even under load. Kept long enough for
+# a congested management network: it is the second proof of "off", the one that catches a power
+# controller mapped to the wrong machine. The benchmark's floors knock with the same value.
+SSH_KNOCK_TIMEOUT_S = 1.0
+
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.25) -> bool:
     deadline = time.monotonic() + timeout_s
@@ -42,7 +49,7 @@ class Probes:
 
     # ---- hosts -------------------------------------------------------------------------------
 
-    def ssh_answers(self, host: Host, timeout_s: float = 1.0) -> bool:
+    def ssh_answers(self, host: Host, timeout_s: float = SSH_KNOCK_TIMEOUT_S) -> bool:
         """SSH's port answers on the management address; never knocked on for a host that is never
         reached over SSH (``Host.never_ssh``: False)."""
         if host.never_ssh:
