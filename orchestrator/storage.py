@@ -143,29 +143,6 @@ def write_new(path: Path, data: bytes | str, *, mode: int = FILE_MODE) -> None:
     fsync_dir(path.parent)
 
 
-def signal_new(path: Path, data: bytes | str, *, mode: int = FILE_MODE) -> None:
-    """Create ``path`` with ``data`` for another process of this machine to read: it appears whole
-    (linked in once written) and is never overwritten (FileExistsError), like ``write_new``, but it is
-    not made durable: no fsync. For signals whose meaning ends with the run that reads them (an armed
-    stop's release): a power loss ends that run too, so durability would only add two disk flushes,
-    tens of milliseconds each under load, to every signal sent."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # exact, whatever the umask
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.link(tmp, path)  # atomic and refuses an existing file
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
 KEY_BYTES = 32
 
 

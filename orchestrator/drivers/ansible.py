@@ -50,7 +50,7 @@ from orchestrator.drivers.base import PowerOffCallback, PowerOffReport
 from orchestrator.drivers.ssh_masters import SshMasters, private_dir
 from orchestrator.errors import DriverError, SafetyInterlock, UsageError
 from orchestrator.model import Inventory
-from orchestrator.storage import atomic_write, private_mkdir, signal_new
+from orchestrator.storage import atomic_write, private_mkdir, write_new
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -443,7 +443,7 @@ class AnsibleArmedStops:
         if self._masters is not None:
             self._masters.give_up_on(hosts)
         for host in hosts:
-            signal_new(self.release_dir / host, "stop\n")
+            write_new(self.release_dir / host, "stop\n")
 
     def stand_down(self, hosts: Sequence[str]) -> None:
         with self._lock:
@@ -451,7 +451,7 @@ class AnsibleArmedStops:
             self._decided.update(todo)
         for host in todo:
             with contextlib.suppress(OSError):  # the run may be gone with its directory: nothing to tell
-                signal_new(self.release_dir / host, "skip\n")
+                write_new(self.release_dir / host, "skip\n")
 
     def add_done_callback(self, callback: Callable[[Future[PlaybookRun]], None]) -> None:
         if self._future is None:

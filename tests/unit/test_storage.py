@@ -36,18 +36,3 @@ def test_write_new_never_overwrites(tmp_path: Path, open_umask: object) -> None:
     assert path.read_text() == "signed baseline"
     assert path.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
-
-
-def test_signal_new_appears_whole_private_and_never_overwritten(tmp_path: Path, open_umask: object,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """A release signal: created once, whole, 0600, no temporary file left, and no disk flush."""
-    flushed: list[int] = []
-    monkeypatch.setattr(storage.os, "fsync", flushed.append)
-    path = tmp_path / "web1"
-    storage.signal_new(path, "stop\n")
-    with pytest.raises(FileExistsError):
-        storage.signal_new(path, "skip\n")
-    assert path.read_text() == "stop\n"
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["web1"]
-    assert flushed == []
