@@ -395,7 +395,7 @@ class SshDriver:
                 self._drop(self._key(target), client)
                 if attempt == 2:
                     raise UnreachableError(
-                        f"connection lost while opening a session: {exc}",
+                        f"connection lost while opening a session: {str(exc) or type(exc).__name__}",
                         target=target.label,
                         hint="the host may have gone down or sshd restarted",
                     ) from None
@@ -458,7 +458,7 @@ class SshDriver:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             self._drop(self._key(target), client)
             raise UnreachableError(
-                f"connection lost during the command: {exc}",
+                f"connection lost during the command: {str(exc) or type(exc).__name__}",
                 target=target.label,
                 hint="the host may have gone down; verify its state before retrying",
             ) from None

@@ -19,7 +19,7 @@ import pytest
 from orchestrator import integrity
 from orchestrator.config import Settings
 from orchestrator.drivers.ssh import CommandResult
-from orchestrator.errors import IntegrityError
+from orchestrator.errors import IntegrityError, UnreachableError
 from orchestrator.integrity import (
     Difference,
     capture_all,
@@ -395,6 +395,43 @@ def test_a_part_not_read_is_collected_again_before_the_check_gives_up(
     assert sum(" state" in c for c in host.calls) == collections
     if not clean:
         assert [(d.category, d.path) for d in result.differences] == [("collector", "(unit_files)")]
+
+
+class DroppingHost(FakeRunner):
+    """A host whose SSH connection is lost under the collector the first ``drops`` times."""
+
+    def __init__(self, text: str, drops: int) -> None:
+        super().__init__(text)
+        self.drops = drops
+
+    def run(self, host: str, command: str, timeout_s: float = 30.0, *, stdin: str | None = None) -> CommandResult:
+        if " state" in command and self.drops:
+            self.drops -= 1
+            raise UnreachableError("connection lost during the command: EOFError", target=host)
+        return super().run(host, command, timeout_s, stdin=stdin)
+
+
+@pytest.mark.parametrize(("drops", "collections"), [(1, 2), (2, 3)])
+def test_a_connection_lost_under_the_collector_is_collected_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, drops: int, collections: int,
+) -> None:
+    """One dropped session does not fail a clean host's check: it is collected again, within the
+    same three attempts; only a whole collection decides."""
+    monkeypatch.setattr("orchestrator.integrity.baseline.RECOLLECT_PAUSE_S", 0.0)
+    capture_baseline(FakeRunner(collector_text()), _inventory(), "web1", settings)
+    result = check_host(DroppingHost(collector_text(), drops), _inventory(), "web1", settings)
+    assert result.clean and result.collections == collections
+
+
+def test_a_host_that_stays_unreachable_still_fails_its_check(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("orchestrator.integrity.baseline.RECOLLECT_PAUSE_S", 0.0)
+    capture_baseline(FakeRunner(collector_text()), _inventory(), "web1", settings)
+    host = DroppingHost(collector_text(), 3)
+    with pytest.raises(UnreachableError):
+        check_host(host, _inventory(), "web1", settings)
+    assert host.drops == 0  # three collections tried, none whole
 
 
 class ChangingHost(FakeRunner):
