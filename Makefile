@@ -53,7 +53,7 @@ drill: setup
 bench: setup
 	$(BIN)/python bench/run.py
 
-bench-scale: setup  # not in CI (~37 min here): `make bench`'s rounds on 100 hosts, then on 300 at the same depth
+bench-scale: setup  # not in CI (25-40 min here): `make bench`'s rounds on 100 hosts, then on 300 at the same depth
 	$(BIN)/python bench/run.py --scale 300 --repeat 1 --no-ansible
 
 lab-up: setup
