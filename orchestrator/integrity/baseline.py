@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from orchestrator import storage
 from orchestrator.config import Settings
 from orchestrator.errors import IntegrityError, OrchestratorError, UnreachableError, UsageError
-from orchestrator.integrity.collector import Collected, CommandRunner, collect, collector_script, host_roots
-from orchestrator.integrity.diff import IntegrityResult, diff_snapshots, ordered
+from orchestrator.integrity.collector import CommandRunner, collect, collector_script, host_roots
+from orchestrator.integrity.diff import Difference, IntegrityResult, diff_snapshots, ordered
 from orchestrator.integrity.snapshot import VOLATILE_FILES
 from orchestrator.integrity.store import (
     BASELINE_SCHEMA,
@@ -102,43 +102,40 @@ def check_host(ssh: CommandRunner, inventory: Inventory, host: str, settings: Se
     baseline = read_baseline(host, settings)  # before touching the host: no baseline, no check
     roots = tuple(dict.fromkeys((*baseline.roots, *host_roots(inventory, host))))
     started = time.monotonic()
-    collected, attempts = _collect_through_a_drop(ssh, host, roots)
-    differences = diff_snapshots(baseline.snapshot, collected.snapshot)
-    # A part the host could not read now (a busy host's `systemctl list-unit-files` times out while
-    # 30 machines boot) is collected again before the check gives up on it: one slow answer does not
-    # quarantine a host. What still cannot be read stays a difference (not proven clean), and a
-    # difference seen in any collection counts: a host cannot clean up between two collections.
-    seen = {d for d in differences if d.category != "collector"}
-    while collected.snapshot.failed_sections() and attempts < COLLECT_ATTEMPTS:
-        time.sleep(RECOLLECT_PAUSE_S)
-        collected = collect(ssh, host, roots)
-        attempts += 1
+    # Up to COLLECT_ATTEMPTS collections, RECOLLECT_PAUSE_S apart, while the last one is not whole:
+    # * a part the host could not read now (a busy host's `systemctl list-unit-files` times out while
+    #   30 machines boot): one slow answer does not quarantine a host; what still cannot be read
+    #   stays a difference (not proven clean);
+    # * the connection lost under the collector (once: one host of a 300-host lab restore, at a load
+    #   average over 100): a lost collection yields nothing to compare and proves nothing; a host
+    #   that stays unreachable still fails the check (unless an earlier collection has its verdict).
+    # A difference seen in any collection counts: a host cannot clean up between two collections.
+    seen: set[Difference] = set()
+    differences: Sequence[Difference] | None = None
+    attempt = 0
+    for attempt in range(1, COLLECT_ATTEMPTS + 1):
+        if attempt > 1:
+            time.sleep(RECOLLECT_PAUSE_S)
+        try:
+            collected = collect(ssh, host, roots)
+        except UnreachableError:
+            if differences is None and attempt == COLLECT_ATTEMPTS:
+                raise
+            continue
         differences = diff_snapshots(baseline.snapshot, collected.snapshot)
         seen.update(d for d in differences if d.category != "collector")
-    differences = ordered({*differences, *seen})
+        if not collected.snapshot.failed_sections():
+            break
+    if differences is None:  # pragma: no cover - the last attempt raised
+        raise AssertionError("no collection and no error")
     return IntegrityResult(
         host=host,
-        differences=differences,
+        differences=ordered({*differences, *seen}),
         baseline_taken=baseline.taken,
         checked=now(),
         duration_s=time.monotonic() - started,
-        collections=attempts,
+        collections=attempt,
     )
-
-
-def _collect_through_a_drop(ssh: CommandRunner, host: str, roots: tuple[str, ...]) -> tuple[Collected, int]:
-    """One collection, and the number of attempts it took: a connection lost under the collector
-    (seen once: one host of a 300-host lab restore, at a load average over 100) is tried again after a
-    pause, within ``COLLECT_ATTEMPTS``; a host that stays unreachable still fails the check. A lost
-    collection yields nothing to compare, so nothing is proven by it: only a whole one counts."""
-    for attempt in range(1, COLLECT_ATTEMPTS + 1):
-        try:
-            return collect(ssh, host, roots), attempt
-        except UnreachableError:
-            if attempt == COLLECT_ATTEMPTS:
-                raise
-            time.sleep(RECOLLECT_PAUSE_S)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def listening_ports(baseline: Mapping[str, Any]) -> tuple[str, ...]:

@@ -434,6 +434,34 @@ def test_a_host_that_stays_unreachable_still_fails_its_check(
     assert host.drops == 0  # three collections tried, none whole
 
 
+class BusyThenDroppingHost(DroppingHost):
+    """A host whose `systemctl list-unit-files` times out once, then whose connection is lost twice."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, drops=0)
+        self.busy = True
+
+    def run(self, host: str, command: str, timeout_s: float = 30.0, *, stdin: str | None = None) -> CommandResult:
+        result = super().run(host, command, timeout_s, stdin=stdin)
+        if " state" in command and self.busy:
+            self.busy, self.drops = False, 2
+            return CommandResult(host, command, 0, _unit_files_failed(result.stdout), "", 0.01)
+        return result
+
+
+def test_a_connection_lost_after_a_partial_collection_keeps_what_that_collection_saw(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The drops do not turn a host that could not be fully read into an unreachable one: the check
+    ends on its first collection, not clean, the unread part named."""
+    monkeypatch.setattr("orchestrator.integrity.baseline.RECOLLECT_PAUSE_S", 0.0)
+    capture_baseline(FakeRunner(collector_text()), _inventory(), "web1", settings)
+    host = BusyThenDroppingHost(collector_text())
+    result = check_host(host, _inventory(), "web1", settings)
+    assert not result.clean and result.collections == 3 and host.drops == 0
+    assert [(d.category, d.path) for d in result.differences] == [("collector", "(unit_files)")]
+
+
 class ChangingHost(FakeRunner):
     """A host that answers the collector's "state" part with each of ``states`` in turn."""
 
