@@ -14,10 +14,11 @@ and release each host the moment everything that depends on it is verified off, 
 the start of a new ``ansible-playbook`` for each batch of hosts that become ready together. The
 absence of a release is the safe default: a run whose orchestrator died stops nothing.
 
-The release file is written by the orchestrator into its own private directory (0700); only its
-first word is read, and anything but ``stop`` or ``skip`` fails the task without sending anything (an
-empty file is one not written yet: still waited on). The wait sleeps in the kernel (inotify on that
-directory) where it can, and polls every 20 ms where it cannot.
+The release file is written by the orchestrator into a private directory (0700) of the host's own
+(``RELEASE_DIR/HOST/verdict``); only its first word is read, and anything but ``stop`` or ``skip``
+fails the task without sending anything (an empty file is one not written yet: still waited on). The
+wait sleeps in the kernel (inotify on that directory: another host's release does not wake it) where
+it can, and polls every 20 ms where it cannot.
 """
 
 from __future__ import annotations

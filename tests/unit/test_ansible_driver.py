@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -17,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
 
 from orchestrator.drivers import ssh_masters
 from orchestrator.drivers.ansible import (
     POWER_OFF_TASK_PREFIX,
+    STOP_HOST_PLAYBOOK,
     AnsibleDriver,
     BornLowered,
     Masker,
@@ -369,6 +372,36 @@ def test_an_armed_run_starts_in_plan_order_lower_and_journals_no_task_starts(inv
     assert {e["host"] for e in sunk if e.get("status") == "changed"} == {"deu-files1", "ant-ad1", "ant-emr-db1"}
     assert {h: o.status for h, o in run.hosts.items()} == dict.fromkeys(["deu-files1", "ant-ad1", "ant-emr-db1"],
                                                                          "changed")
+
+
+def test_an_armed_hosts_release_is_the_file_its_play_waits_for_in_its_own_directory(inventory: Inventory,
+                                                                                     tmp_path: Path) -> None:
+    """stop-host.yml builds each host's release path from the run's extra var; the driver writes the
+    release there, in a directory of the host's own (made before the run: a release wakes one worker)."""
+    fake = FakeRunner(stop_ok)
+    driver = AnsibleDriver(inventory, tmp_path / "work", forks=8, run_function=fake)
+    hosts = ["deu-files1", "ant-ad1"]
+    armed = driver.arm_stops(hosts, wait_s=60)
+    try:
+        for host in hosts:
+            directory = armed.release_file(host).parent
+            assert directory.is_dir() and stat.S_IMODE(directory.stat().st_mode) == 0o700
+            assert directory.parent == armed.release_dir and not any(directory.iterdir())
+        armed.release(["ant-ad1"])
+        assert armed.release_file("ant-ad1").read_text() == "stop\n"
+        assert not armed.release_file("deu-files1").exists()
+    finally:
+        armed.close()
+    assert armed.release_file("deu-files1").read_text() == "skip\n"
+
+    plays = yaml.safe_load((PLAYBOOKS / STOP_HOST_PLAYBOOK).read_text())
+    [task] = [t for play in plays for t in play.get("tasks", []) if "raw_when_released" in t]
+    template = jinja2.Environment().from_string(task["raw_when_released"]["release_file"])
+    extravars = {k: v.get("__ansible_unsafe", v) if isinstance(v, dict) else v  # as Ansible reads them
+                 for k, v in fake.calls[0]["extravars"].items()}
+    for host in hosts:
+        assert template.render(inventory_hostname=host, **extravars) == str(armed.release_file(host))
+    assert template.render(inventory_hostname="deu-files1") == ""  # by hand: no release, sent at once
 
 
 def test_stop_hosts_reports_each_hosts_power_off_through_the_callback(inventory: Inventory, tmp_path: Path) -> None:

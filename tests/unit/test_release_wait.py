@@ -72,6 +72,28 @@ def test_another_hosts_release_only_costs_one_look(plugin: ModuleType, tmp_path:
         writer.join()
 
 
+def test_other_hosts_releases_in_their_own_directories_never_wake_the_wait(
+        plugin: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the orchestrator arms a shutdown: one directory per host. Forty other releases cost this
+    worker nothing (one shared directory woke every worker at every release: N x N looks)."""
+    reads = counting_reads(plugin, monkeypatch)
+    others = [tmp_path / f"ant-app{i}" / "verdict" for i in range(40)]
+    mine = tmp_path / "ant-db1" / "verdict"
+    for path in [*others, mine]:
+        path.parent.mkdir()
+
+    def release_the_others() -> None:
+        for path in others:
+            write_new(path, "stop\n")
+
+    writers = [later(0.1, release_the_others), later(0.6, lambda: write_new(mine, "stop\n"))]
+    assert plugin._wait_for_release(str(mine), 30) == "stop"
+    for writer in writers:
+        writer.join()
+    # the first look, then its own release's three events (temporary file, its close, the link)
+    assert len(reads) <= 4, len(reads)
+
+
 def test_a_file_created_but_not_yet_written_is_waited_on(plugin: ModuleType, tmp_path: Path) -> None:
     release = tmp_path / "ant-db1"
 
