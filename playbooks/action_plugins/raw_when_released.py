@@ -73,8 +73,9 @@ def _watch(directory: str) -> int | None:
 def _wait_for_release(path: str, wait_s: float) -> str | None:
     """The release file's first word once it exists, or None when ``wait_s`` passes first.
 
-    The watch is set before the first look, so a file created in between is not missed; any event in
-    the directory (another host's release, a temporary file) only leads to one more look."""
+    The watch is set before the first look, so a file created in between is not missed; any other
+    event in the directory (the writer's temporary file; another host's release, where hosts share a
+    directory) only leads to one more look."""
     deadline = time.monotonic() + wait_s
     fd = _watch(os.path.dirname(path))
     try:
