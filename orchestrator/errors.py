@@ -40,6 +40,12 @@ class Problem:
         }
 
 
+def exception_text(exc: BaseException) -> str:
+    """What a caught exception says, or its type when it says nothing (an EOFError, a bare socket
+    timeout): an error message never ends in an empty reason."""
+    return str(exc) or type(exc).__name__
+
+
 class OrchestratorError(Exception):
     """Base error. ``code`` is stable for scripts; ``exit_code`` is the CLI's exit status."""
 

@@ -8,10 +8,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import paramiko
 
 from orchestrator.lab import keys
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,19 @@ class PinnedSsh:
             client.close()
 
     def wait(self, address: str, timeout: float | None = None) -> None:
+        self._until_answering(lambda: self.client(address, timeout=self.wait_connect_timeout_s).close(), timeout)
+
+    def run_when_answering(self, address: str, machine: str, command: str,
+                           timeout: float | None = None) -> RemoteResult:
+        """``run_at``, a connection that fails (not answering yet, refused, dropped) tried again until
+        ``timeout`` (``wait_timeout_s``): the command's own result is returned, whatever it is."""
+        return self._until_answering(lambda: self.run_at(address, machine, command), timeout)
+
+    def _until_answering(self, attempt: Callable[[], T], timeout: float | None) -> T:
         deadline = time.monotonic() + (timeout or self.wait_timeout_s)
         while True:
             try:
-                self.client(address, timeout=self.wait_connect_timeout_s).close()
-                return
+                return attempt()
             except (OSError, paramiko.SSHException, EOFError):
                 if time.monotonic() > deadline:
                     raise

@@ -661,8 +661,7 @@ class AnsibleDriver:
         if wait_s <= 0:
             raise UsageError(f"wait must be positive, not {wait_s}", target=STOP_HOST_PLAYBOOK, hint="pass seconds > 0")
         names = list(dict.fromkeys(hosts))
-        release_dir = self.work_dir / f"release-{uuid.uuid4().hex[:8]}"
-        private_mkdir(release_dir)
+        release_dir = self.work_dir / f"release-{uuid.uuid4().hex[:8]}"  # made 0700 with its hosts' own
         masters = self._stop_masters()  # opened later (open_connections): the workers connect at release
         armed = AnsibleArmedStops(names, release_dir, masters)
         on_result = None if on_power_off is None else _power_off_reporter(on_power_off)

@@ -33,7 +33,7 @@ import paramiko
 
 from orchestrator.drivers.ansible_inventory import resolve_path
 from orchestrator.drivers.base import CommandResult as CommandResult  # the interface's value, re-exported
-from orchestrator.errors import AuthFailedError, DriverTimeoutError, UnreachableError
+from orchestrator.errors import AuthFailedError, DriverTimeoutError, UnreachableError, exception_text
 from orchestrator.model import Credential, Inventory
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -395,7 +395,7 @@ class SshDriver:
                 self._drop(self._key(target), client)
                 if attempt == 2:
                     raise UnreachableError(
-                        f"connection lost while opening a session: {str(exc) or type(exc).__name__}",
+                        f"connection lost while opening a session: {exception_text(exc)}",
                         target=target.label,
                         hint="the host may have gone down or sshd restarted",
                     ) from None
@@ -458,7 +458,7 @@ class SshDriver:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             self._drop(self._key(target), client)
             raise UnreachableError(
-                f"connection lost during the command: {str(exc) or type(exc).__name__}",
+                f"connection lost during the command: {exception_text(exc)}",
                 target=target.label,
                 hint="the host may have gone down; verify its state before retrying",
             ) from None

@@ -38,7 +38,7 @@ from orchestrator.drivers.power_controllers import (
     PowerController,
     scrub,
 )
-from orchestrator.errors import AuthFailedError, DriverError, DriverTimeoutError, UnreachableError
+from orchestrator.errors import AuthFailedError, DriverError, DriverTimeoutError, UnreachableError, exception_text
 
 T = TypeVar("T")
 
@@ -98,7 +98,7 @@ class VSpherePower:
             raise DriverError(f"{c.endpoint}: TLS failed: {self._clean(str(exc))}", target=c.name,
                               hint="is it https? check the scheme and port") from None
         except (OSError, http.client.HTTPException) as exc:
-            why = self._clean(str(exc) or type(exc).__name__)
+            why = self._clean(exception_text(exc))
             raise UnreachableError(f"{c.endpoint} cannot be reached: {why}", target=c.name,
                                    hint="check the address, port and the route from here") from None
         except Exception as exc:  # noqa: BLE001 - a non-SDK endpoint fails in many types; each is "login failed"
@@ -247,7 +247,7 @@ class VSpherePower:
             raise DriverError(f"{self.controller.name}: {self._describe(exc)}", target=target,
                               hint="check the role's rights and the object's state in vCenter") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise UnreachableError(f"{self.controller.endpoint}: {self._clean(str(exc) or type(exc).__name__)}",
+            raise UnreachableError(f"{self.controller.endpoint}: {self._clean(exception_text(exc))}",
                                    target=target, hint="check the route to the controller") from None
 
     def query(self, target: str, fn: Callable[[Any], T]) -> T:

@@ -283,14 +283,7 @@ def test_reboot_inside_boots_again(lab_run: Run, lab_inventory: Inventory, lab_s
     # Once (CI of c670fd0, a loaded machine) the next connection, right after the new boot had
     # answered, was refused: a connection that fails is tried again, for a minute, and the boot
     # must still end "running".
-    settled = time.monotonic() + 60
-    while True:
-        try:
-            state = lab_ssh.run_at(address, name, "systemctl is-system-running --wait")
-            break
-        except (OSError, paramiko.SSHException, EOFError):
-            assert time.monotonic() < settled, "SSH did not answer again after the second boot"
-            time.sleep(0.3)
+    state = lab_ssh.run_when_answering(address, name, "systemctl is-system-running --wait", timeout=60)
     assert state.rc == 0 and state.stdout.strip() == "running", state
 
 
